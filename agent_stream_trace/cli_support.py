@@ -1,0 +1,80 @@
+"""What every command-line entry point shares: error tiers, --db and --format, output."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+from collections.abc import Callable
+from datetime import date, datetime
+from typing import Any
+
+from .errors import AgentStreamTraceError, ExportError, MissingExtraError
+
+FORMATS = ("table", "csv", "json")
+
+
+def run_guarded(fn: Callable[[], int]) -> int:
+    """Run a command; turn library errors into one clear line (and a hint), never a traceback."""
+    try:
+        return fn()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # `... | head` closed the pipe: not an error worth a traceback.
+        return 0
+    except AgentStreamTraceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        if isinstance(exc, ExportError):
+            return 1
+        return 2 if not isinstance(exc, MissingExtraError) else 3
+
+
+def add_db_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--db",
+        metavar="PATH",
+        help="DuckDB database file (default: $AGENT_STREAM_DB, else ./agent-stream.duckdb)",
+    )
+
+
+def add_format_argument(parser: argparse.ArgumentParser, default: str = "table") -> None:
+    parser.add_argument(
+        "--format", choices=FORMATS, default=default, help=f"output format (default: {default})"
+    )
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    return str(value)
+
+
+def frame_to_text(df: Any, fmt: str) -> str:
+    """Render a polars DataFrame as a terminal table, CSV, or JSON (a list of row objects)."""
+    import polars as pl
+
+    if fmt == "json":
+        return json.dumps(df.to_dicts(), default=_json_default, indent=2)
+    if fmt == "csv":
+        buf = io.StringIO()
+        # CSV cannot hold nested values: serialise them as JSON text.
+        flat = df.with_columns(
+            [pl.col(c).map_elements(lambda v: json.dumps(v, default=_json_default), return_dtype=pl.String)
+             for c, t in df.schema.items() if t.is_nested()]
+        )
+        flat.write_csv(buf)
+        return buf.getvalue().rstrip("\n")
+    with pl.Config(
+        tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=60, tbl_hide_dataframe_shape=True,
+        tbl_hide_column_data_types=True, tbl_formatting="ASCII_MARKDOWN", float_precision=3,
+    ):
+        return str(df)
+
+
+def print_frame(df: Any, fmt: str) -> None:
+    print(frame_to_text(df, fmt))

@@ -1,0 +1,1 @@
+"""Dashboards served by FastAPI (thin layers over agent_stream_trace.query)."""

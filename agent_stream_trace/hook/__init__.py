@@ -1,0 +1,1 @@
+"""The emitter hook: record every session an agent-stream server sends, never touching the stream."""

@@ -1,0 +1,136 @@
+"""Append-only, idempotent schema migrations, recorded in the database.
+
+Each migration is a named function; `migrate` applies the ones not yet recorded, each in one
+transaction together with its record. Never edit a shipped migration: add a new one.
+The public tables (sessions, events, tool_calls, rejects) are a contract (ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import duckdb
+
+Migration = Callable[[duckdb.DuckDBPyConnection], None]
+MIGRATIONS: list[Migration] = []
+
+
+def migration(fn: Migration) -> Migration:
+    MIGRATIONS.append(fn)
+    return fn
+
+
+@migration
+def m001_public_tables(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        """
+        CREATE TABLE sessions (
+            session_id VARCHAR NOT NULL,
+            side VARCHAR NOT NULL,
+            source_file VARCHAR,
+            started_at TIMESTAMPTZ,
+            ended_at TIMESTAMPTZ,
+            duration_s DOUBLE,
+            outcome VARCHAR NOT NULL,
+            end_reason VARCHAR,
+            attribution VARCHAR NOT NULL,
+            event_count BIGINT,
+            token_events BIGINT,
+            token_chars BIGINT,
+            ttft_s DOUBLE,
+            token_velocity_cps DOUBLE,
+            max_gap_s DOUBLE,
+            turns INTEGER,
+            tool_calls INTEGER,
+            tool_errors INTEGER,
+            orphaned_tools INTEGER,
+            errors INTEGER,
+            model VARCHAR,
+            message_id VARCHAR,
+            total_cost_usd DOUBLE,
+            reported_turns INTEGER,
+            reported_tool_count INTEGER,
+            reported_duration_ms BIGINT,
+            attrs JSON,
+            output_tokens BIGINT,
+            token_velocity_tps DOUBLE,
+            max_gap_at_s DOUBLE,
+            lost_lines BIGINT,
+            PRIMARY KEY (session_id, side)
+        );
+        CREATE TABLE events (
+            session_id VARCHAR NOT NULL,
+            side VARCHAR NOT NULL,
+            seq BIGINT NOT NULL,
+            t DOUBLE,
+            event VARCHAR,
+            data JSON,
+            source_file VARCHAR,
+            line_no BIGINT
+        );
+        CREATE TABLE tool_calls (
+            session_id VARCHAR NOT NULL,
+            side VARCHAR NOT NULL,
+            tool_use_id VARCHAR,
+            tool_name VARCHAR,
+            started_t DOUBLE,
+            ended_t DOUBLE,
+            latency_ms DOUBLE,
+            reported_ms DOUBLE,
+            status VARCHAR
+        );
+        CREATE TABLE rejects (
+            source_file VARCHAR,
+            line_no BIGINT,
+            reason VARCHAR,
+            raw VARCHAR
+        );
+        -- Private ingest state, kept apart from the public tables.
+        CREATE TABLE _session_headers (
+            session_id VARCHAR NOT NULL,
+            side VARCHAR NOT NULL,
+            source_file VARCHAR NOT NULL,
+            line_no BIGINT,
+            started_at TIMESTAMPTZ,
+            v INTEGER,
+            attrs JSON,
+            PRIMARY KEY (session_id, side, source_file)
+        );
+        CREATE TABLE _ingest_files (
+            path VARCHAR PRIMARY KEY,
+            size BIGINT,
+            mtime DOUBLE,
+            byte_offset BIGINT,
+            lines BIGINT,
+            head_hash VARCHAR,
+            cur_session VARCHAR,
+            cur_side VARCHAR,
+            cur_header_line BIGINT,
+            cur_v INTEGER,
+            updated_at TIMESTAMPTZ
+        );
+        """
+    )
+
+
+def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Apply pending migrations; return the names applied. Safe to call from every entry point."""
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS _schema_migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMPTZ)"
+    )
+    done = {row[0] for row in con.execute("SELECT name FROM _schema_migrations").fetchall()}
+    applied: list[str] = []
+    for fn in MIGRATIONS:
+        name = fn.__name__
+        if name in done:
+            continue
+        con.execute("BEGIN TRANSACTION")
+        try:
+            fn(con)
+            con.execute("INSERT INTO _schema_migrations VALUES (?, now())", [name])
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        applied.append(name)
+    return applied

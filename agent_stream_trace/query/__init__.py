@@ -1,0 +1,1 @@
+"""Metric definitions (SQL views) and the read side: TraceStore, stats, sessions, show."""
