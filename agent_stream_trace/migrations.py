@@ -109,8 +109,24 @@ def m001_public_tables(con: duckdb.DuckDBPyConnection) -> None:
             cur_v INTEGER,
             updated_at TIMESTAMPTZ
         );
+        -- Sessions whose rows must be recomputed; written in the same transaction as their
+        -- events, so a killed ingest leaves a to-do list instead of stale rows.
+        CREATE TABLE _dirty_sessions (
+            session_id VARCHAR NOT NULL,
+            side VARCHAR NOT NULL,
+            PRIMARY KEY (session_id, side)
+        );
         """
     )
+
+
+@migration
+def m002_metric_views(con: duckdb.DuckDBPyConnection) -> None:
+    # Metric views and table macros (health_by_day, synthetic_done_causes, tool_latency,
+    # stalls, token_velocity, health(...), ...). The SQL is a frozen file beside the query code.
+    from .query.definitions import read_sql
+
+    con.execute(read_sql("m002_metric_views.sql"))
 
 
 def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:

@@ -1,0 +1,217 @@
+"""SQL that turns a batch of raw lines into headers, events and rejects.
+
+Inputs (registered by load.py): `_pieces` (file_id, base, n, chunk BLOB: whole lines) and
+`_files` (file_id, path, the positional state carried from the previous batch: cur_session,
+cur_side, cur_header_line, cur_v, and unterminated_line). Everything runs inside DuckDB over
+whole batches; no Python touches a single line.
+
+Attribution: a line with `sid` belongs to that session (exact), provided the session has a
+header in the same file; a line without `sid` belongs to the most recent header above it in
+its file (positional, as upstream's own loader does).
+"""
+
+from __future__ import annotations
+
+NUMBER_TYPES = "('BIGINT', 'UBIGINT', 'DOUBLE')"
+
+LINES = r"""
+CREATE OR REPLACE TEMP TABLE _lines AS
+SELECT file_id, base + i - 1 AS line_no, ltrim(raw, chr(65279)) AS raw
+FROM (
+    SELECT file_id, base, n, unnest(parts) AS raw, generate_subscripts(parts, 1) AS i
+    FROM (SELECT file_id, base, n, string_split(decode(chunk), chr(10)) AS parts FROM _pieces)
+)
+WHERE i <= n AND trim(raw, ' ' || chr(9) || chr(13) || chr(65279)) <> ''
+"""
+
+# One JSON parse per line for validity, one for the fields (a list of paths is parsed once).
+PARSED = f"""
+CREATE OR REPLACE TEMP TABLE _parsed AS
+WITH v AS (
+    SELECT file_id, line_no, raw, json_valid(raw) AS valid FROM _lines
+), o AS (
+    SELECT *, valid AND ltrim(raw, ' ' || chr(9) || chr(13))[1] = '{{' AS is_obj FROM v
+), f AS (
+    SELECT *,
+        CASE WHEN is_obj THEN json_extract(raw, ['$.session', '$.started_at', '$.t', '$.event', '$.data',
+                                                  '$.sid', '$.seq', '$.v', '$.side', '$.attrs']) END AS f
+    FROM o
+), typed AS (
+    SELECT file_id, line_no, raw, valid, is_obj,
+        f[1] IS NOT NULL AS is_header,
+        f[1] AS j_session, f[2] AS j_started, f[3] AS j_t, f[4] AS j_event, f[5] AS j_data,
+        f[6] AS j_sid, f[7] AS j_seq, f[8] AS j_v, f[9] AS j_side, f[10] AS j_attrs,
+        CASE WHEN json_type(f[1]) = 'VARCHAR' THEN try_cast(f[1] ->> '$' AS UUID)::VARCHAR END AS session_s,
+        CASE WHEN json_type(f[2]) = 'VARCHAR' THEN try_cast(f[2] ->> '$' AS TIMESTAMPTZ) END AS started_at,
+        CASE WHEN json_type(f[3]) IN {NUMBER_TYPES} THEN f[3]::DOUBLE END AS t,
+        CASE WHEN json_type(f[6]) = 'VARCHAR' THEN try_cast(f[6] ->> '$' AS UUID)::VARCHAR END AS sid,
+        CASE WHEN json_type(f[7]) = 'BIGINT' THEN f[7]::BIGINT END AS seq,
+        CASE WHEN json_type(f[8]) = 'BIGINT' THEN f[8]::BIGINT END AS v
+    FROM f
+)
+SELECT typed.*, _files.unterminated_line,
+    CASE
+        WHEN NOT valid THEN CASE WHEN line_no = _files.unterminated_line
+                                 THEN 'truncated: last line has no newline and is not complete JSON'
+                                 ELSE 'invalid JSON' END
+        WHEN NOT is_obj THEN 'not a JSON object (a JSON ' || lower(json_type(raw)) || ')'
+        WHEN is_header THEN CASE
+            WHEN session_s IS NULL THEN 'header: "session" is not a UUID string'
+            WHEN j_started IS NULL THEN 'header: missing field "started_at"'
+            WHEN started_at IS NULL THEN 'header: "started_at" is not an ISO-8601 timestamp'
+            WHEN j_v IS NOT NULL AND v IS NULL THEN 'header: "v" is not an integer'
+            WHEN j_side IS NOT NULL AND json_type(j_side) <> 'VARCHAR' THEN 'header: "side" is not a string'
+            WHEN j_attrs IS NOT NULL AND json_type(j_attrs) NOT IN ('OBJECT', 'NULL') THEN 'header: "attrs" is not an object'
+        END
+        ELSE CASE
+            WHEN j_t IS NULL THEN 'event: missing field "t"'
+            WHEN t IS NULL THEN 'event: "t" is not a number'
+            WHEN NOT isfinite(t) THEN 'event: "t" is not a finite number'
+            WHEN t < 0 THEN 'event: "t" is negative'
+            WHEN j_event IS NULL THEN 'event: missing field "event"'
+            WHEN json_type(j_event) <> 'VARCHAR' THEN 'event: "event" is not a string'
+            WHEN j_data IS NULL THEN 'event: missing field "data"'
+            WHEN json_type(j_data) <> 'OBJECT' THEN 'event: "data" is not an object'
+            WHEN j_sid IS NOT NULL AND json_type(j_sid) <> 'NULL' AND sid IS NULL THEN 'event: "sid" is not a UUID string'
+            WHEN sid IS NOT NULL AND j_seq IS NULL THEN 'event: missing field "seq" (required with "sid")'
+            WHEN sid IS NOT NULL AND (seq IS NULL OR seq < 0) THEN 'event: "seq" is not a non-negative integer'
+        END
+    END AS reason
+FROM typed JOIN _files USING (file_id)
+"""
+
+# Every header line of the batch, valid or not: an invalid header ends the previous
+# positional session too, so the events under it are rejected instead of misattributed.
+MARKS = """
+CREATE OR REPLACE TEMP TABLE _marks AS
+SELECT file_id, line_no,
+    CASE WHEN reason IS NULL THEN session_s END AS session_id,
+    coalesce(CASE WHEN reason IS NULL THEN j_side ->> '$' END, 'server') AS side,
+    coalesce(v, 0) AS v
+FROM _parsed WHERE is_header
+"""
+
+# Positional events: the nearest header above, in this batch or carried from the last one.
+POSITIONAL = """
+CREATE OR REPLACE TEMP TABLE _positional AS
+SELECT p.file_id, p.line_no,
+    CASE WHEN m.line_no IS NOT NULL THEN m.session_id ELSE fs.cur_session END AS session_id,
+    CASE WHEN m.line_no IS NOT NULL THEN m.side ELSE fs.cur_side END AS side,
+    coalesce(m.line_no, fs.cur_header_line) AS header_line
+FROM (SELECT file_id, line_no FROM _parsed WHERE reason IS NULL AND NOT is_header AND sid IS NULL) p
+ASOF LEFT JOIN _marks m ON p.file_id = m.file_id AND p.line_no >= m.line_no
+JOIN _files fs ON fs.file_id = p.file_id
+"""
+
+# The side of each session that has a header in the file (this batch or earlier runs).
+FILE_HEADERS = """
+CREATE OR REPLACE TEMP TABLE _file_headers AS
+SELECT file_id, session_id, min(side) AS side FROM (
+    SELECT file_id, session_id, side FROM _marks WHERE session_id IS NOT NULL
+    UNION ALL
+    SELECT f.file_id, h.session_id, h.side
+    FROM _session_headers h JOIN _files f ON h.source_file = f.path
+    WHERE h.session_id IN (SELECT DISTINCT sid FROM _parsed WHERE sid IS NOT NULL)
+)
+GROUP BY ALL
+"""
+
+CANDIDATES = """
+CREATE OR REPLACE TEMP TABLE _candidates AS
+SELECT p.file_id, p.line_no,
+    coalesce(p.sid, pos.session_id) AS session_id,
+    coalesce(fh.side, pos.side) AS side,
+    CASE WHEN p.sid IS NOT NULL THEN p.seq ELSE p.line_no - pos.header_line END AS seq,
+    p.t, p.j_event ->> '$' AS event, p.j_data AS data,
+    CASE
+        WHEN p.sid IS NOT NULL AND fh.side IS NULL THEN 'event: no session header for its "sid" in this file'
+        WHEN p.sid IS NULL AND pos.header_line IS NULL THEN 'event: no session header before it'
+        WHEN p.sid IS NULL AND pos.session_id IS NULL
+            THEN 'event: follows an invalid session header (line ' || pos.header_line || ')'
+    END AS reason
+FROM (SELECT * FROM _parsed WHERE reason IS NULL AND NOT is_header) p
+LEFT JOIN _positional pos ON pos.file_id = p.file_id AND pos.line_no = p.line_no
+LEFT JOIN _file_headers fh ON fh.file_id = p.file_id AND fh.session_id = p.sid
+"""
+
+# New events: not stored before (a re-read file, the same session in two files) and not
+# twice in this batch. The anti-join only looks at sessions that already have events.
+NEW_EVENTS = """
+CREATE OR REPLACE TEMP TABLE _new_events AS
+WITH c AS (SELECT * FROM _candidates WHERE reason IS NULL),
+known AS (
+    SELECT e.session_id, e.side, e.seq FROM events e
+    SEMI JOIN (SELECT DISTINCT session_id, side FROM c) k ON e.session_id = k.session_id AND e.side = k.side
+)
+SELECT c.* FROM c ANTI JOIN known k ON c.session_id = k.session_id AND c.side = k.side AND c.seq = k.seq
+QUALIFY row_number() OVER (PARTITION BY c.session_id, c.side, c.seq ORDER BY c.file_id, c.line_no) = 1
+"""
+
+INSERT_EVENTS = """
+INSERT INTO events (session_id, side, seq, t, event, data, source_file, line_no)
+SELECT n.session_id, n.side, n.seq, n.t, n.event, n.data, f.path, n.line_no
+FROM _new_events n JOIN _files f USING (file_id)
+ORDER BY n.file_id, n.line_no
+"""
+
+INSERT_HEADERS = """
+INSERT INTO _session_headers
+SELECT session_s, coalesce(j_side ->> '$', 'server'), f.path, line_no, started_at, coalesce(v, 0),
+    CASE WHEN json_type(j_attrs) = 'OBJECT' THEN j_attrs ELSE '{}'::JSON END
+FROM _parsed p JOIN _files f USING (file_id)
+WHERE p.is_header AND p.reason IS NULL
+QUALIFY row_number() OVER (PARTITION BY session_s, coalesce(j_side ->> '$', 'server'), f.path ORDER BY line_no) = 1
+ON CONFLICT DO NOTHING
+"""
+
+REJECT_PREVIEW = 200
+
+INSERT_REJECTS = f"""
+INSERT INTO rejects (source_file, line_no, reason, raw)
+SELECT f.path, r.line_no, r.reason, left(r.raw, {REJECT_PREVIEW}) FROM (
+    SELECT file_id, line_no, reason, raw FROM _parsed WHERE reason IS NOT NULL
+    UNION ALL
+    SELECT c.file_id, c.line_no, c.reason, p.raw
+    FROM _candidates c JOIN _parsed p USING (file_id, line_no) WHERE c.reason IS NOT NULL
+    UNION ALL
+    SELECT file_id, line_no, reason, raw FROM _pyrejects
+) r JOIN _files f USING (file_id)
+ORDER BY f.path, r.line_no
+"""
+
+# Sessions whose metrics must be recomputed: those with new events or headers, and the
+# previous positional session of a file that got a new header (a later header closes it).
+MARK_DIRTY = """
+INSERT INTO _dirty_sessions
+SELECT DISTINCT session_id, side FROM (
+    SELECT session_id, side FROM _new_events
+    UNION ALL SELECT session_id, side FROM _marks WHERE session_id IS NOT NULL
+    UNION ALL SELECT f.cur_session, f.cur_side FROM _files f
+        WHERE f.cur_session IS NOT NULL AND f.file_id IN (SELECT file_id FROM _marks)
+)
+ON CONFLICT DO NOTHING
+"""
+
+# Where positional attribution stands at the end of the batch, per file.
+LAST_MARKS = """
+SELECT file_id, max_by({'session': session_id, 'side': side, 'line': line_no, 'v': v}, line_no) AS m
+FROM _marks GROUP BY file_id
+"""
+
+COUNTS = """
+SELECT
+    (SELECT count(*) FROM _parsed) AS lines,
+    (SELECT count(*) FROM _parsed WHERE is_header AND reason IS NULL) AS headers,
+    (SELECT count(*) FROM _new_events) AS events,
+    (SELECT count(*) FROM _candidates WHERE reason IS NULL) - (SELECT count(*) FROM _new_events) AS duplicates
+"""
+
+REJECT_COUNTS = """
+SELECT reason, count(*) FROM (
+    SELECT reason FROM _parsed WHERE reason IS NOT NULL
+    UNION ALL SELECT reason FROM _candidates WHERE reason IS NOT NULL
+) GROUP BY reason
+"""
+
+STATEMENTS = (LINES, PARSED, MARKS, POSITIONAL, FILE_HEADERS, CANDIDATES, NEW_EVENTS)
+WRITES = (INSERT_EVENTS, INSERT_HEADERS, INSERT_REJECTS, MARK_DIRTY)

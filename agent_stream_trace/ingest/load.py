@@ -1,0 +1,143 @@
+"""One batch of blocks into the database, in one transaction with the read positions.
+
+Because the new events, headers, rejects, the to-do list of sessions to recompute and the
+files' new read offsets commit together, a kill -9 at any moment leaves the database as it
+was before the batch or after it, never between: the next run simply goes on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import duckdb
+import pyarrow as pa
+
+from . import classify
+from .pieces import pieces_table
+from .reader import Block
+
+
+@dataclass
+class FileState:
+    """What the database remembers of one input file (table _ingest_files)."""
+
+    path: str
+    size: int = 0
+    mtime: float = 0.0
+    byte_offset: int = 0
+    lines: int = 0
+    head_hash: str | None = None
+    cur_session: str | None = None
+    cur_side: str | None = None
+    cur_header_line: int | None = None
+    cur_v: int | None = None
+
+
+@dataclass
+class BatchCounts:
+    lines: int = 0
+    headers: int = 0
+    events: int = 0
+    duplicates: int = 0
+    rejects: Counter[str] = field(default_factory=Counter)
+
+    def add(self, other: "BatchCounts") -> None:
+        self.lines += other.lines
+        self.headers += other.headers
+        self.events += other.events
+        self.duplicates += other.duplicates
+        self.rejects.update(other.rejects)
+
+
+STATE_COLUMNS = (
+    "path", "size", "mtime", "byte_offset", "lines", "head_hash",
+    "cur_session", "cur_side", "cur_header_line", "cur_v",
+)
+
+
+def load_states(con: duckdb.DuckDBPyConnection) -> dict[str, FileState]:
+    rows = con.execute(f"SELECT {', '.join(STATE_COLUMNS)} FROM _ingest_files").fetchall()
+    return {row[0]: FileState(*row) for row in rows}
+
+
+def load_batch(
+    con: duckdb.DuckDBPyConnection,
+    blocks: list[Block],
+    states: dict[str, FileState],
+    *,
+    persist_state: bool = True,
+) -> BatchCounts:
+    """Classify and store `blocks`; advance each file's state in the same transaction.
+
+    `states` holds each file's state *before* the batch (positional session carried in) and
+    must already carry the new size/mtime/head_hash; offsets and line counts are advanced here.
+    """
+    order: dict[str, int] = {}
+    for block in blocks:
+        order.setdefault(block.source.name, len(order))
+    file_ids = [order[b.source.name] for b in blocks]
+    unterminated = {b.source.name: b.unterminated_line for b in blocks if b.unterminated_line}
+    names = list(order)
+    files = pa.table({
+        "file_id": pa.array(range(len(names)), pa.int32()),
+        "path": pa.array(names, pa.string()),
+        "cur_session": pa.array([states[n].cur_session for n in names], pa.string()),
+        "cur_side": pa.array([states[n].cur_side for n in names], pa.string()),
+        "cur_header_line": pa.array([states[n].cur_header_line for n in names], pa.int64()),
+        "cur_v": pa.array([states[n].cur_v for n in names], pa.int64()),
+        "unterminated_line": pa.array([unterminated.get(n) for n in names], pa.int64()),
+    })
+    pyrejects = [(order[b.source.name], r.line_no, r.reason, r.raw) for b in blocks for r in b.rejects]
+    pyrejects_table = pa.table({
+        "file_id": pa.array([r[0] for r in pyrejects], pa.int32()),
+        "line_no": pa.array([r[1] for r in pyrejects], pa.int64()),
+        "reason": pa.array([r[2] for r in pyrejects], pa.string()),
+        "raw": pa.array([r[3] for r in pyrejects], pa.string()),
+    })
+    pieces = pieces_table(blocks, file_ids)
+
+    con.register("_pieces", pieces)
+    con.register("_files", files)
+    con.register("_pyrejects", pyrejects_table)
+    counts = BatchCounts()
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for sql in classify.STATEMENTS:
+            con.execute(sql)
+        lines, headers, events, duplicates = con.execute(classify.COUNTS).fetchone()  # type: ignore[misc]
+        counts.lines, counts.headers, counts.events, counts.duplicates = lines, headers, events, duplicates
+        counts.rejects.update(dict(con.execute(classify.REJECT_COUNTS).fetchall()))
+        for _, _, reason, _ in pyrejects:
+            counts.rejects[reason] += 1
+        counts.lines += len(pyrejects)
+        for sql in classify.WRITES:
+            con.execute(sql)
+        for file_id, mark in con.execute(classify.LAST_MARKS).fetchall():
+            state = states[names[file_id]]
+            state.cur_session, state.cur_side = mark["session"], mark["side"]
+            state.cur_header_line, state.cur_v = mark["line"], mark["v"]
+        for block in blocks:
+            state = states[block.source.name]
+            state.byte_offset = block.end_offset
+            state.lines = block.first_line - 1 + block.line_count
+        if persist_state:
+            save_states(con, [states[n] for n in names])
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    finally:
+        for name in ("_pieces", "_files", "_pyrejects"):
+            con.unregister(name)
+    return counts
+
+
+def save_states(con: duckdb.DuckDBPyConnection, states: list[FileState]) -> None:
+    now = time.time()
+    con.executemany(
+        f"INSERT OR REPLACE INTO _ingest_files ({', '.join(STATE_COLUMNS)}, updated_at) "
+        f"VALUES ({', '.join('?' for _ in STATE_COLUMNS)}, to_timestamp(?))",
+        [[getattr(s, c) for c in STATE_COLUMNS] + [now] for s in states],
+    )

@@ -1,0 +1,217 @@
+"""Ingest: recordings (v0/v1, .jsonl/.jsonl.gz, files/directories/stdin) into DuckDB.
+
+    report = ingest(["traces/"], IngestOptions(db="agent-stream.duckdb"))
+
+Incremental: each file is read from where the last run stopped, unchanged files are not
+opened, and only the sessions that got new lines are recomputed. Idempotent and crash-safe:
+see load.py. Every non-blank line becomes a header, an event or a reject.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from ..config import resolve_open_window
+from ..db import connect
+from .load import BatchCounts, FileState, load_batch, load_states, save_states
+from .reader import BLOCK_BYTES, Block, Cursor, head_hash, read_blocks
+from .sessions import refresh_sessions
+from .sources import Source, resolve_sources
+
+BATCH_BYTES = 64 << 20
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    db: str | os.PathLike[str] | None = None
+    open_window: float | None = None  # seconds; None: $AGENT_STREAM_OPEN_WINDOW, else 300
+    now: float | None = None  # epoch seconds; tests pin the clock with it
+    batch_bytes: int = BATCH_BYTES
+    # Called as progress(bytes_done, bytes_total) while reading, for progress bars.
+    progress: Callable[[int, int], None] | None = None
+
+
+@dataclass
+class IngestReport:
+    files: int = 0
+    files_unchanged: int = 0
+    bytes_read: int = 0
+    lines: int = 0  # non-blank lines read: headers + events + duplicates + rejects
+    headers: int = 0
+    events: int = 0
+    duplicates: int = 0  # events already stored (same session and seq), kept once
+    rejects: Counter[str] = field(default_factory=Counter)
+    sessions_new: int = 0
+    sessions_updated: int = 0
+    seconds: float = 0.0
+
+    @property
+    def rejected(self) -> int:
+        return sum(self.rejects.values())
+
+    @property
+    def lines_per_s(self) -> float:
+        return self.lines / self.seconds if self.seconds > 0 else 0.0
+
+    def add(self, counts: BatchCounts) -> None:
+        self.lines += counts.lines
+        self.headers += counts.headers
+        self.events += counts.events
+        self.duplicates += counts.duplicates
+        self.rejects.update(counts.rejects)
+
+
+def ingest(paths: Iterable[str | os.PathLike[str]], options: IngestOptions = IngestOptions()) -> IngestReport:
+    """Load recordings into the database named by options.db (see config.resolve_db_path)."""
+    sources = resolve_sources(list(paths))
+    con = connect(options.db)
+    try:
+        return Ingester(con, options).run(sources)
+    finally:
+        con.close()
+
+
+def ingest_lines(
+    con: duckdb.DuckDBPyConnection,
+    lines: Iterable[str],
+    source_file: str = "<memory>",
+    *,
+    now: float | None = None,
+) -> IngestReport:
+    """Load recording lines already in memory into an open (migrated) connection.
+
+    Used to summarise one live session with exactly the ingester's SQL (the hook's live spans).
+    The lines are taken as a finished recording: nothing is left open for a later run.
+    """
+    data = "".join(line if line.endswith("\n") else line + "\n" for line in lines).encode("utf-8")
+    source = Source(source_file, None)
+    options = IngestOptions(open_window=0.0, now=now)
+    ingester = Ingester(con, options)
+    state = FileState(path=source_file)
+    from .reader import _block
+
+    block = _block(source, data, 1, 0) if data else None
+    report = IngestReport()
+    started = time.perf_counter()
+    if block is not None:
+        report.add(load_batch(con, [block], {source_file: state}, persist_state=False))
+        report.bytes_read = len(data)
+    ingester.finish(report)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+class Ingester:
+    def __init__(self, con: duckdb.DuckDBPyConnection, options: IngestOptions) -> None:
+        self.con = con
+        self.options = options
+        self.now = options.now if options.now is not None else time.time()
+        self.window = resolve_open_window(options.open_window)
+        con.execute("SET TimeZone = 'UTC'")
+
+    def run(self, sources: list[Source]) -> IngestReport:
+        started = time.perf_counter()
+        report = IngestReport(files=len(sources))
+        states = load_states(self.con)
+        batch: list[Block] = []
+        batch_bytes = 0
+        total = _pending_bytes(sources, states)
+        touched: set[str] = set()
+        for source in sources:
+            state, final = self._prepare(source, states)
+            if state is None:
+                report.files_unchanged += 1
+                continue
+            touched.add(source.name)
+            cursor = Cursor(state.byte_offset, state.lines)
+            for block in read_blocks(source, cursor, final=final, block_bytes=min(BLOCK_BYTES, self.options.batch_bytes)):
+                batch.append(block)
+                batch_bytes += len(block.data)
+                report.bytes_read += len(block.data)
+                if self.options.progress:
+                    self.options.progress(report.bytes_read, total)
+                if batch_bytes >= self.options.batch_bytes:
+                    report.add(load_batch(self.con, batch, states))
+                    batch, batch_bytes = [], 0
+        if batch:
+            report.add(load_batch(self.con, batch, states))
+        # Files whose size/mtime changed but that had no new whole line still update their stat.
+        quiet = [states[n] for n in touched if n in states]
+        if quiet:
+            save_states(self.con, quiet)
+        self.finish(report)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def finish(self, report: IngestReport) -> None:
+        new, updated = refresh_sessions(self.con, now=self.now, open_window=self.window)
+        report.sessions_new += new
+        report.sessions_updated += updated
+
+    def _prepare(self, source: Source, states: dict[str, FileState]) -> tuple[FileState | None, bool]:
+        """The state to resume `source` from, or None when it has not changed since last run."""
+        if source.path is None:  # stdin: read whole, nothing to resume, never left open
+            state = states.setdefault(source.name, FileState(path=source.name))
+            state.byte_offset, state.lines, state.cur_session = 0, 0, None
+            state.cur_side = state.cur_header_line = state.cur_v = None
+            return state, True
+        try:
+            st = source.path.stat()
+        except OSError:
+            return None, False  # vanished between listing and reading: next run sees it
+        state = states.get(source.name)
+        if state is not None and state.size == st.st_size and state.mtime == st.st_mtime:
+            return None, False
+        if state is None or st.st_size < state.size or (
+            state.head_hash and _read_head(source.path, state.size) != state.head_hash
+        ):
+            # New file, or truncated/replaced: read from the start (events already stored are
+            # recognised by session and seq and kept once).
+            state = FileState(path=source.name)
+            self.con.execute("DELETE FROM rejects WHERE source_file = ?", [source.name])
+        head = _read_head(source.path, st.st_size)
+        state.size, state.mtime, state.head_hash = st.st_size, st.st_mtime, head
+        states[source.name] = state
+        final = st.st_mtime < self.now - self.window
+        return state, final
+
+
+def _read_head(path: Path, limit: int) -> str | None:
+    """Hash of the file's first bytes (up to `limit`), to recognise a replaced file."""
+    from .reader import HEAD_BYTES
+
+    n = min(HEAD_BYTES, limit)
+    if n <= 0:
+        return None
+    try:
+        with open(path, "rb") as f:
+            return head_hash(f.read(n))
+    except OSError:
+        return None
+
+
+def _pending_bytes(sources: list[Source], states: dict[str, FileState]) -> int:
+    """About how many bytes this run will read (a progress bar's total; .gz counts compressed)."""
+    total = 0
+    for s in sources:
+        if s.path is None:
+            continue
+        try:
+            size = s.path.stat().st_size
+        except OSError:
+            continue
+        state = states.get(s.name)
+        total += max(size - (state.byte_offset if state and not s.gzipped else 0), 0)
+    return total
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(ingest(sys.argv[1:]))

@@ -1,0 +1,215 @@
+"""The per-session metric definitions (ARCHITECTURE.md), in SQL, computed from `events`.
+
+This is the one place where outcome, end_reason, attribution, ttft_s, token velocity, turns,
+max_gap_s and tool latency are defined. The ingester recomputes the rows of the sessions in
+`_dirty_sessions`; the live hook gets the same numbers by ingesting a session's lines into an
+in-memory database (ingest_lines), so there is no second definition anywhere.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+from ..config import DEFAULT_OPEN_WINDOW_S
+
+INTERLEAVE_HORIZON_S = DEFAULT_OPEN_WINDOW_S
+
+KEYS = """
+CREATE OR REPLACE TEMP TABLE _keys AS SELECT DISTINCT session_id, side FROM _dirty_sessions
+"""
+
+# The session's header: when one session is found in several files (a copied or rotated
+# recording), the first file by name is its source_file; the newest file decides idleness.
+HEADERS = """
+CREATE OR REPLACE TEMP TABLE _hdr AS
+WITH h AS (SELECT h.* FROM _session_headers h SEMI JOIN _keys k ON h.session_id = k.session_id AND h.side = k.side),
+last_header AS (
+    SELECT source_file, max(line_no) AS last_line FROM _session_headers
+    WHERE source_file IN (SELECT source_file FROM h) GROUP BY source_file
+)
+SELECT h.session_id, h.side,
+    min_by(h.source_file, h.source_file) AS source_file,
+    min(h.started_at) AS started_at,
+    max(h.v) AS v,
+    min_by(h.attrs, h.source_file) AS attrs,
+    -- a later header in the same v0 file closes the session (sequential recording)
+    bool_or(h.line_no < lh.last_line) AS followed_by_header,
+    max(coalesce(f.mtime, 0)) AS last_mtime
+FROM h
+LEFT JOIN last_header lh ON lh.source_file = h.source_file
+LEFT JOIN _ingest_files f ON f.path = h.source_file
+GROUP BY h.session_id, h.side
+"""
+
+EVENTS = """
+CREATE OR REPLACE TEMP TABLE _ev AS
+SELECT e.session_id, e.side, e.seq, e.t, e.event, e.data,
+    e.t - lag(e.t) OVER (PARTITION BY e.session_id, e.side ORDER BY e.seq) AS gap
+FROM events e SEMI JOIN _keys k ON e.session_id = k.session_id AND e.side = k.side
+"""
+
+AGGREGATES = """
+CREATE OR REPLACE TEMP TABLE _agg AS
+SELECT session_id, side,
+    count(*) FILTER (WHERE NOT starts_with(event, '_')) AS event_count,
+    count(*) FILTER (WHERE event = 'token') AS token_events,
+    coalesce(sum(length(data ->> 'text')) FILTER (WHERE event = 'token'), 0) AS token_chars,
+    min(t) FILTER (WHERE event = 'token') AS first_token_t,
+    max(t) FILTER (WHERE event = 'token') AS last_token_t,
+    max_by(t, seq) AS last_t,
+    max(seq) AS max_seq,
+    count(*) AS recorded,
+    max(try_cast(data ->> 'turn_number' AS INTEGER)) FILTER (WHERE event = 'turn') AS max_turn,
+    count(*) FILTER (WHERE event = 'tool_use') AS tool_calls,
+    count(*) FILTER (WHERE event = 'tool_result' AND data ->> 'status' = 'error') AS tool_errors,
+    count(*) FILTER (WHERE event = 'error') AS errors,
+    count(*) FILTER (WHERE event = 'done') AS dones,
+    max(seq) FILTER (WHERE event = 'done') AS done_seq,
+    max(seq) FILTER (WHERE NOT starts_with(event, '_')) AS last_wire_seq,
+    max_by(data, seq) FILTER (WHERE event = 'done') AS done_data,
+    max_by(data, seq) FILTER (WHERE event = '_end') AS end_data,
+    max(gap) AS max_gap_s,
+    max_by(t, gap) AS max_gap_at_s,
+    min(gap) AS min_gap
+FROM _ev GROUP BY session_id, side
+"""
+
+TOOLS = """
+CREATE OR REPLACE TEMP TABLE _tools AS
+WITH uses AS (
+    SELECT session_id, side, data ->> 'tool_use_id' AS tool_use_id,
+        min_by(data ->> 'tool_name', seq) AS tool_name, min(t) AS started_t
+    FROM _ev WHERE event = 'tool_use' GROUP BY ALL
+), results AS (
+    SELECT session_id, side, data ->> 'tool_use_id' AS tool_use_id,
+        min_by({'name': data ->> 'tool_name', 't': t, 'status': data ->> 'status',
+                'ms': try_cast(data ->> 'duration_ms' AS DOUBLE)}, seq) AS r
+    FROM _ev WHERE event = 'tool_result' GROUP BY ALL
+)
+SELECT coalesce(u.session_id, r.session_id) AS session_id, coalesce(u.side, r.side) AS side,
+    coalesce(u.tool_use_id, r.tool_use_id) AS tool_use_id,
+    coalesce(u.tool_name, r.r.name) AS tool_name,
+    u.started_t, r.r.t AS ended_t,
+    (r.r.t - u.started_t) * 1000 AS latency_ms,
+    r.r.ms AS reported_ms,
+    CASE WHEN r.session_id IS NULL THEN 'orphaned' WHEN r.r.status = 'error' THEN 'error' ELSE 'done' END AS status
+FROM uses u FULL OUTER JOIN results r
+    ON u.session_id = r.session_id AND u.side = r.side AND u.tool_use_id IS NOT DISTINCT FROM r.tool_use_id
+"""
+
+ROWS = """
+CREATE OR REPLACE TEMP TABLE _rows AS
+WITH t AS (
+    SELECT session_id, side, count(*) FILTER (WHERE status = 'orphaned') AS orphaned_tools
+    FROM _tools GROUP BY ALL
+), base AS (
+    SELECT k.session_id, k.side, h.source_file, h.started_at, h.v, h.attrs, a.*,
+        coalesce(a.dones, 0) > 0 AS has_done,
+        a.end_data IS NOT NULL AS has_end,
+        (a.end_data IS NOT NULL)
+            OR (coalesce(h.v, 0) = 0 AND coalesce(h.followed_by_header, false))
+            OR (coalesce(h.last_mtime, 0) < $idle_before) AS closed,
+        coalesce(t.orphaned_tools, 0) AS orphaned_tools,
+        coalesce(try_cast(a.done_data ->> '$.usage.output_tokens' AS BIGINT),
+                 try_cast(a.done_data ->> 'output_tokens' AS BIGINT)) AS output_tokens
+    FROM _keys k
+    JOIN _hdr h USING (session_id, side)
+    LEFT JOIN _agg a USING (session_id, side)
+    LEFT JOIN t USING (session_id, side)
+)
+SELECT
+    session_id, side, source_file, started_at,
+    started_at + to_microseconds(round(coalesce(last_t, 0) * 1e6)::BIGINT) AS ended_at,
+    coalesce(last_t, 0) AS duration_s,
+    CASE WHEN has_done THEN 'done' WHEN closed THEN 'synthetic_done' ELSE 'open' END AS outcome,
+    CASE WHEN has_end THEN coalesce(end_data ->> 'reason', 'no_end_record')
+         WHEN has_done THEN 'done'
+         WHEN closed THEN 'no_end_record' END AS end_reason,
+    CASE WHEN v >= 1 THEN 'exact'
+         -- v0 lines carry no session id: interleaving shows as several dones, events after
+         -- the done, or time running backwards inside one positional session.
+         WHEN coalesce(dones, 0) > 1 OR done_seq < last_wire_seq OR min_gap < 0 THEN 'ambiguous'
+         ELSE 'positional' END AS attribution,
+    coalesce(event_count, 0) AS event_count,
+    coalesce(token_events, 0) AS token_events,
+    coalesce(token_chars, 0) AS token_chars,
+    first_token_t AS ttft_s,
+    CASE WHEN token_events >= 2 AND last_token_t > first_token_t
+         THEN token_chars / (last_token_t - first_token_t) END AS token_velocity_cps,
+    max_gap_s,
+    CASE WHEN max_turn IS NOT NULL THEN max_turn WHEN coalesce(event_count, 0) > 0 THEN 1 ELSE 0 END AS turns,
+    coalesce(tool_calls, 0) AS tool_calls,
+    coalesce(tool_errors, 0) AS tool_errors,
+    orphaned_tools,
+    coalesce(errors, 0) AS errors,
+    done_data ->> 'model' AS model,
+    done_data ->> 'message_id' AS message_id,
+    try_cast(done_data ->> 'total_cost_usd' AS DOUBLE) AS total_cost_usd,
+    try_cast(done_data ->> 'num_turns' AS INTEGER) AS reported_turns,
+    try_cast(done_data ->> 'tool_count' AS INTEGER) AS reported_tool_count,
+    try_cast(done_data ->> 'duration_ms' AS BIGINT) AS reported_duration_ms,
+    attrs,
+    output_tokens,
+    CASE WHEN output_tokens IS NOT NULL AND token_events >= 2 AND last_token_t > first_token_t
+         THEN output_tokens / (last_token_t - first_token_t) END AS token_velocity_tps,
+    max_gap_at_s,
+    CASE WHEN v >= 1 AND max_seq IS NOT NULL THEN greatest(max_seq - recorded, 0) END AS lost_lines
+FROM base
+"""
+
+# v0 interleaving also hides in sessions that look merely unfinished: a session without done
+# that was running when an ambiguous one in the same file was recorded may have lost its
+# events to it. Mark those ambiguous too; never guess. A session without done may have run
+# on unseen for a while after its last visible line: we allow INTERLEAVE_HORIZON_S.
+SPREAD_AMBIGUITY = """
+UPDATE sessions s SET attribution = 'ambiguous'
+FROM sessions a
+WHERE a.attribution = 'ambiguous' AND s.attribution = 'positional' AND s.outcome <> 'done'
+  AND a.source_file = s.source_file
+  AND a.source_file IN (SELECT source_file FROM _rows)
+  AND s.started_at <= a.ended_at
+  AND a.started_at <= s.ended_at + to_microseconds(($horizon * 1e6)::BIGINT)
+"""
+
+REPLACE = """
+DELETE FROM sessions s USING _keys k WHERE s.session_id = k.session_id AND s.side = k.side;
+DELETE FROM tool_calls s USING _keys k WHERE s.session_id = k.session_id AND s.side = k.side;
+INSERT INTO sessions BY NAME SELECT * FROM _rows;
+INSERT INTO tool_calls BY NAME SELECT * FROM _tools;
+DELETE FROM _dirty_sessions;
+"""
+
+# Open sessions whose files went quiet past the open window: their rows change with no new line.
+MARK_IDLE = """
+INSERT INTO _dirty_sessions
+SELECT s.session_id, s.side FROM sessions s
+JOIN _ingest_files f ON f.path = s.source_file
+WHERE s.outcome = 'open' AND coalesce(f.mtime, 0) < $idle_before
+ON CONFLICT DO NOTHING
+"""
+
+
+def refresh_sessions(con: duckdb.DuckDBPyConnection, *, now: float, open_window: float) -> tuple[int, int]:
+    """Recompute every dirty session's rows in one transaction; return (new, updated)."""
+    params = {"idle_before": now - open_window}
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(MARK_IDLE, params)
+        con.execute(KEYS)
+        (total,) = con.execute("SELECT count(*) FROM _keys").fetchone()  # type: ignore[misc]
+        if total == 0:
+            con.execute("COMMIT")
+            return 0, 0
+        (existing,) = con.execute(
+            "SELECT count(*) FROM sessions s SEMI JOIN _keys k ON s.session_id = k.session_id AND s.side = k.side"
+        ).fetchone()  # type: ignore[misc]
+        for sql in (HEADERS, EVENTS, AGGREGATES, TOOLS):
+            con.execute(sql)
+        con.execute(ROWS, params)
+        con.execute(REPLACE)
+        con.execute(SPREAD_AMBIGUITY, {"horizon": INTERLEAVE_HORIZON_S})
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return total - existing, existing
