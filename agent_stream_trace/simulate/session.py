@@ -43,6 +43,7 @@ END_REASON_OF: Final[dict[str, str]] = {
 # The upstream TokenBatcher flushes every 50 ms; a flush lands a few ms after the interval.
 BATCH_MS: Final = 50.0
 FLUSH_LAG_MS: Final = 8  # < 1000 / 120 tps, so batch times never run backwards
+MODEL_WAIT_CAP_MS: Final = 10_000
 STALL_MIN_MS: Final = 15_000
 STALL_MAX_MS: Final = 40_000
 # Proxies and load balancers cut idle connections after 60 s by default; some are set higher.
@@ -142,8 +143,10 @@ class _Plan:
         return t + self.rng.randint(200, 1500)
 
     def model_wait(self, t: int) -> int:
-        """The model's time to first chunk, before each turn."""
-        return t + int(self.rng.lognormvariate(0.0, 0.5) * self.spec.model.ttft_median_ms)
+        """The model's time to first chunk, before each turn. Capped (a provider timeout) so
+        that silences of 15 s or more are only the ones the generator injects on purpose."""
+        wait = self.rng.lognormvariate(0.0, 0.5) * self.spec.model.ttft_median_ms
+        return t + int(min(wait, MODEL_WAIT_CAP_MS))
 
     def progress(self, t: int, step: str, pct: int, sub: dict[str, Any] | None = None) -> None:
         data: dict[str, Any] = {"step": step, "percentage": pct, "message": f"{step.capitalize()}..."}
