@@ -25,6 +25,7 @@ from .catalog import (
     TOOLS,
     Agent,
     Model,
+    MODELS,
 )
 
 FailureKind = Literal["exception", "client_disconnect", "returned_without_done", "idle_cut", "killed"]
@@ -40,8 +41,6 @@ END_REASON_OF: Final[dict[str, str]] = {
     "killed": "no_end_record",
 }
 
-# The upstream TokenBatcher flushes every 50 ms; a flush lands a few ms after the interval.
-BATCH_MS: Final = 50.0
 FLUSH_LAG_MS: Final = 8  # < 1000 / 120 tps, so batch times never run backwards
 MODEL_WAIT_CAP_MS: Final = 10_000
 STALL_MIN_MS: Final = 15_000
@@ -58,8 +57,14 @@ _EXCEPTIONS: Final = (
     ("asyncpg.exceptions.TooManyConnectionsError", "sorry, too many clients already"),
     ("MemoryError", ""),
 )
-_TOKENS2: Final = TOKENS_JSON + TOKENS_JSON  # a batch is a slice, never a wrap-around
+# The upstream TokenBatcher flushes every 50 ms; a flush lands a few ms after the interval.
+BATCH_MS: Final = 50.0
 _N_TOKENS: Final = len(TOKENS)
+_MAX_BATCH: Final = int(max(m.max_tps for m in MODELS) * BATCH_MS / 1000) + 1
+# _BATCH_TEXT[n][pos]: n tokens from position pos (wrapping), already JSON-escaped and joined.
+_BATCH_TEXT: Final = [
+    ["".join((TOKENS_JSON + TOKENS_JSON)[pos:pos + n]) for pos in range(_N_TOKENS)] for n in range(_MAX_BATCH + 1)
+]
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 # A planned wire event: (t in ms, event name, data). For "token", data is the text already
@@ -123,6 +128,7 @@ class _Plan:
         ms_per_token = 1000.0 / self.spec.tps
         per_batch = self.spec.tps * BATCH_MS / 1000.0
         pos = self.text_pos
+        batch_text = _BATCH_TEXT
         done = 0
         last = t
         while done < count:
@@ -132,7 +138,7 @@ class _Plan:
             done += n
             # A batch is flushed once its last token has arrived.
             last = t + int(done * ms_per_token + FLUSH_LAG_MS * random_())
-            events.append((last, "token", "".join(_TOKENS2[pos:pos + n])))
+            events.append((last, "token", batch_text[n][pos]))
             pos = (pos + n) % _N_TOKENS
         self.text_pos = pos
         self.output_tokens += count
@@ -301,6 +307,19 @@ def build_session(rng: random.Random, spec: SessionSpec) -> SimulatedSession:
     return _serialise(spec, plan, events, end, t_end)
 
 
+def _seconds_table() -> list[str]:
+    """JSON text of t = ms / 1000 for the first minutes of a session: repr() of a float is the
+    single most expensive step of writing a token line, and almost every t is small."""
+    global _T_TEXT
+    if not _T_TEXT:
+        _T_TEXT = [repr(ms / 1000) for ms in range(_T_TABLE_MS)]
+    return _T_TEXT
+
+
+_T_TABLE_MS: Final = 180_000
+_T_TEXT: list[str] = []
+
+
 def _serialise(
     spec: SessionSpec, plan: _Plan, events: list[_Event], end: dict[str, Any] | None, t_end: int
 ) -> SimulatedSession:
@@ -309,22 +328,20 @@ def _serialise(
     started_at = _EPOCH + timedelta(microseconds=spec.start_us)
     lines = [dumps(header_record(sid, started_at, side="server", attrs=spec.attrs))]
     times = [start_ms]
+    times += [start_ms + ev[0] for ev in events]
+    table = _seconds_table()
+    limit = _T_TABLE_MS
     tail = f'"}}, "sid": "{sid}", "seq": '
-    orphans: set[str] = set()
-    seq = 0
-    for seq, (t, event, data) in enumerate(events, 1):
-        if event == "token":
-            lines.append(f'{{"t": {t / 1000!r}, "event": "token", "data": {{"text": "{data}{tail}{seq}}}\n')
-        else:
-            lines.append(dumps(event_record(sid, seq, t / 1000, event, data)))
-            if event == "tool_use":
-                orphans.add(data["tool_use_id"])
-            elif event == "tool_result":
-                orphans.discard(data["tool_use_id"])
-        times.append(start_ms + t)
+    lines += [
+        f'{{"t": {table[t] if t < limit else repr(t / 1000)}, "event": "token", "data": {{"text": "{data}{tail}{seq}}}\n'
+        if event == "token" else dumps(event_record(sid, seq, t / 1000, event, data))
+        for seq, (t, event, data) in enumerate(events, 1)
+    ]
     if end is not None:
-        lines.append(dumps(event_record(sid, seq + 1, t_end / 1000, END_EVENT, end)))
+        lines.append(dumps(event_record(sid, len(events) + 1, t_end / 1000, END_EVENT, end)))
         times.append(start_ms + t_end)
+    tools = [(e, d) for _, e, d in events if e == "tool_use" or e == "tool_result"]
+    orphans = {d["tool_use_id"] for e, d in tools if e == "tool_use"} - {d["tool_use_id"] for e, d in tools if e == "tool_result"}
     return SimulatedSession(
         session_id=sid,
         model=spec.model.name,
@@ -334,7 +351,7 @@ def _serialise(
         end_reason=END_REASON_OF[spec.failure] if spec.failure else "done",
         stalled=spec.stall and spec.failure is None,
         orphaned_tools=len(orphans),
-        tool_errors=sum(1 for _, e, d in events if e == "tool_result" and d["status"] == "error"),
+        tool_errors=sum(1 for e, d in tools if e == "tool_result" and d["status"] == "error"),
         output_tokens=plan.output_tokens,
         lines=lines,
         times_ms=times,
