@@ -45,8 +45,9 @@ WITH v AS (
         CASE WHEN json_type(f[2]) = 'VARCHAR' THEN try_cast(f[2] ->> '$' AS TIMESTAMPTZ) END AS started_at,
         CASE WHEN json_type(f[3]) IN {NUMBER_TYPES} THEN f[3]::DOUBLE END AS t,
         CASE WHEN json_type(f[6]) = 'VARCHAR' THEN try_cast(f[6] ->> '$' AS UUID)::VARCHAR END AS sid,
-        CASE WHEN json_type(f[7]) = 'BIGINT' THEN f[7]::BIGINT END AS seq,
-        CASE WHEN json_type(f[8]) = 'BIGINT' THEN f[8]::BIGINT END AS v
+        -- yyjson types non-negative integers UBIGINT; try_cast drops those beyond BIGINT
+        CASE WHEN json_type(f[7]) IN ('BIGINT', 'UBIGINT') THEN try_cast(f[7] AS BIGINT) END AS seq,
+        CASE WHEN json_type(f[8]) IN ('BIGINT', 'UBIGINT') THEN try_cast(f[8] AS BIGINT) END AS v
     FROM f
 )
 SELECT typed.*, _files.unterminated_line,

@@ -9,7 +9,6 @@ stay true.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import sys
 import zlib
@@ -21,7 +20,8 @@ from .sources import Source
 
 BLOCK_BYTES = 32 << 20
 RAW_PREVIEW = 200  # characters of a rejected line kept in rejects.raw
-HEAD_BYTES = 1024  # bytes hashed to recognise a file that was replaced by another
+HEAD_BYTES = 1024
+GZIP_STEP = 256 << 10  # decompress in small steps: a corrupt member loses little  # bytes hashed to recognise a file that was replaced by another
 BOM = b"\xef\xbb\xbf"
 
 
@@ -97,8 +97,72 @@ def _open(source: Source) -> BinaryIO:
     if source.path is None:
         return sys.stdin.buffer
     if source.gzipped:
-        return gzip.open(source.path, "rb")  # type: ignore[return-value]
+        return _GzipStream(open(source.path, "rb"))  # type: ignore[return-value]
     return open(source.path, "rb")
+
+
+class _GzipStream:
+    """Decompress .gz (several members allowed) in small input steps.
+
+    Why not gzip.open: it loses everything decompressed within a read() call that hits
+    damage, and it has no notion of "the compressed file simply ends here" versus "corrupt".
+    Here a corrupt stream raises zlib.error after yielding everything before the damage, and a
+    stream that stops mid-member raises EOFError (a writer may still be appending).
+    """
+
+    STEP = 64 << 10
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self._d = zlib.decompressobj(wbits=31)
+        self._out = bytearray()
+        self._eof = False
+
+    def read(self, n: int) -> bytes:
+        while len(self._out) < n and not self._eof:
+            data = self._raw.read(self.STEP)
+            if not data:
+                self._eof = True
+                if not self._d.eof and (self._d.unconsumed_tail or self._started()):
+                    self._flush_error(EOFError("compressed stream ends early"))
+                break
+            self._feed(data)
+        out = bytes(self._out[:n])
+        del self._out[:n]
+        return out
+
+    def _started(self) -> bool:
+        return getattr(self, "_fed", False)
+
+    def _feed(self, data: bytes) -> None:
+        while data:
+            self._fed = True
+            try:
+                self._out += self._d.decompress(data)
+            except zlib.error as exc:
+                self._flush_error(exc)
+            if self._d.eof:
+                data = self._d.unused_data
+                self._d = zlib.decompressobj(wbits=31)
+                self._fed = False
+                if data and data.strip(b"\x00") == b"":
+                    data = b""  # zero padding after the last member
+            else:
+                data = b""
+
+    def _flush_error(self, exc: BaseException) -> None:
+        # Hand out what was decompressed before the damage first, then the error.
+        self._pending = exc
+        self._eof = True
+
+    def raise_pending(self) -> None:
+        exc = getattr(self, "_pending", None)
+        if exc is not None:
+            self._pending = None
+            raise exc
+
+    def close(self) -> None:
+        self._raw.close()
 
 
 def read_blocks(
@@ -120,15 +184,17 @@ def read_blocks(
                 f.seek(offset)
         carry = b""
         corrupt: str | None = None
-        while True:
-            try:
-                chunk = f.read(block_bytes)
-            except EOFError as exc:
-                if not final:  # a .gz still being written: read the rest next run
+        while corrupt is None:
+            chunk, problem = _read(f, block_bytes, step=GZIP_STEP if source.gzipped else block_bytes)
+            if problem is not None:
+                if isinstance(problem, EOFError) and not final:
+                    if chunk:  # keep what decompressed; the rest is still being written
+                        data = carry + chunk
+                        cut = data.rfind(b"\n")
+                        if cut >= 0:
+                            yield _block(source, data[: cut + 1], line_no, offset)
                     return
-                chunk, corrupt = b"", _gzip_problem(exc)
-            except (OSError, zlib.error, gzip.BadGzipFile) as exc:
-                chunk, corrupt = b"", _gzip_problem(exc)
+                corrupt = _gzip_problem(problem)
             if not chunk:
                 break
             data = carry + chunk
@@ -171,6 +237,24 @@ def _block(source: Source, whole: bytes, line_no: int, offset: int, unterminated
     )
 
 
+def _read(f: BinaryIO, size: int, step: int) -> tuple[bytes, BaseException | None]:
+    """Read up to `size` bytes in steps, so that a corrupt gzip keeps what came before the damage."""
+    parts: list[bytes] = []
+    got = 0
+    while got < size:
+        try:
+            part = f.read(min(step, size - got))
+            if not part and isinstance(f, _GzipStream):
+                f.raise_pending()
+        except (OSError, EOFError, zlib.error) as exc:
+            return b"".join(parts), exc
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts), None
+
+
 def _skip(f: BinaryIO, n: int) -> None:
     while n > 0:
         got = f.read(min(n, BLOCK_BYTES))
@@ -182,4 +266,6 @@ def _skip(f: BinaryIO, n: int) -> None:
 def _gzip_problem(exc: BaseException) -> str:
     if isinstance(exc, EOFError):
         return "corrupt gzip: compressed stream ends early (truncated file)"
+    if isinstance(exc, zlib.error):
+        return f"corrupt gzip: {exc}"
     return f"corrupt gzip: {exc}"

@@ -1,0 +1,121 @@
+"""Bad input never crashes the ingester and never vanishes: every line is data or a reject."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+from agent_stream_trace.ingest.pipeline import IngestOptions, ingest
+from ingest_support import event, header, new_sid, rows
+
+
+def build_corpus() -> tuple[bytes, dict[int, str]]:
+    """A file mixing good sessions with every kind of bad line; returns (bytes, {line: reason prefix})."""
+    a, b = new_sid(), new_sid()
+    expected: dict[int, str] = {}
+    lines: list[bytes] = []
+
+    def add(raw: str | bytes, reason: str | None = None) -> None:
+        lines.append(raw.encode() if isinstance(raw, str) else raw)
+        if reason:
+            expected[len(lines)] = reason
+
+    add("\ufeff" + event(0.0, "token", {"text": "x"}), "event: no session header before it")  # BOM + orphan event
+    add(header(a, v1=False))
+    add(event(0.1, "token", {"text": "caf\u00e9 \u2028 line sep"}))  # U+2028 never splits a line
+    add(event(0.2, "token", {"text": "crlf"}) + "\r")  # CRLF ending
+    add("")  # blank: not counted
+    add("   \t")  # blank
+    add("{not json", "invalid JSON")
+    add(b"\xff\xfe\x00garbage\x80", "binary data")
+    add(b'{"t": 0.3, "event": "token", "data": {"text": "\xc3\x28"}}', "invalid UTF-8")
+    add("[1, 2, 3]", "not a JSON object")
+    add('"just a string"', "not a JSON object")
+    add(json.dumps({"event": "token", "data": {}}), 'event: missing field "t"')
+    add(json.dumps({"t": "soon", "event": "token", "data": {}}), 'event: "t" is not a number')
+    add(json.dumps({"t": -1, "event": "token", "data": {}}), 'event: "t" is negative')
+    add('{"t": NaN, "event": "token", "data": {}}', 'event: "t" is not a finite number')
+    add(json.dumps({"t": 0.4, "data": {}}), 'event: missing field "event"')
+    add(json.dumps({"t": 0.4, "event": 7, "data": {}}), 'event: "event" is not a string')
+    add(json.dumps({"t": 0.4, "event": "token"}), 'event: missing field "data"')
+    add(json.dumps({"t": 0.4, "event": "token", "data": "text"}), 'event: "data" is not an object')
+    add(json.dumps({"t": 0.5, "event": "brand_new_type", "data": {"x": 1}}))  # unknown types are data
+    add('{"t": 0.6, "event": "token", "data": {"deep": ' + "[" * 5000 + "]" * 5000 + "}}")  # deep nesting
+    add(json.dumps({"t": 0.7, "event": "token", "data": {"text": "y" * 5_000_000}}))  # a 5 MB line
+    add(json.dumps({"t": 0.8, "event": "done", "data": {"total_cost_usd": 1}}))
+    add(json.dumps({"session": "not-a-uuid", "started_at": "2026-11-24T10:00:00Z", "t": 0}), 'header: "session" is not a UUID')
+    add(event(0.1, "token", {"text": "lost"}), "event: follows an invalid session header")
+    add(json.dumps({"session": new_sid(), "t": 0}), 'header: missing field "started_at"')
+    add(json.dumps({"session": new_sid(), "started_at": "yesterday", "t": 0}), 'header: "started_at" is not')
+    add(header(b))
+    add(event(0.1, "token", {"text": "v1"}, sid=b, seq=1))
+    add(json.dumps({"t": 0.2, "event": "token", "data": {}, "sid": b}), 'event: missing field "seq"')
+    add(json.dumps({"t": 0.2, "event": "token", "data": {}, "sid": "nope", "seq": 2}), 'event: "sid" is not a UUID')
+    add(json.dumps({"t": 0.2, "event": "token", "data": {}, "sid": b, "seq": -3}), 'event: "seq" is not a non-negative')
+    add(event(0.3, "token", {"text": "?"}, sid=new_sid(), seq=1), 'event: no session header for its "sid"')
+    add(event(0.4, "_end", {"reason": "done"}, sid=b, seq=2))
+    return b"\n".join(lines) + b"\n", expected
+
+
+def test_every_non_blank_line_is_a_header_an_event_or_a_reject(tmp_path, db_path):
+    data, expected = build_corpus()
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(data)
+    report = ingest([path], IngestOptions(db=db_path, open_window=0))
+
+    non_blank = sum(1 for line in data.split(b"\n") if line.strip(b" \t\r"))
+    assert report.lines == non_blank
+    assert report.headers + report.events + report.duplicates + report.rejected == non_blank
+    # The database agrees with the report: `_end` is stored in events but not counted as a wire event.
+    (n_events,) = rows(db_path, "SELECT count(*) FROM events")[0]
+    (n_rejects,) = rows(db_path, "SELECT count(*) FROM rejects")[0]
+    (n_headers,) = rows(db_path, "SELECT count(*) FROM _session_headers")[0]
+    assert n_headers + n_events + n_rejects == non_blank
+    assert rows(db_path, "SELECT count(*) FROM events WHERE event = '_end'") == [(1,)]
+    assert rows(db_path, "SELECT sum(event_count) FROM sessions") == [(n_events - 1,)]
+
+    got = {line: (reason, raw) for _, line, reason, raw in rows(db_path, "SELECT * FROM rejects")}
+    assert set(got) == set(expected), (sorted(got), sorted(expected))
+    for line, prefix in expected.items():
+        assert got[line][0].startswith(prefix), (line, got[line][0], prefix)
+    assert all(src == str(path.resolve()) for (src,) in rows(db_path, "SELECT source_file FROM rejects"))
+    assert len(got[7][1]) > 0 and all(len(raw) <= 200 for _, raw in got.values())
+
+
+def test_bad_lines_do_not_disturb_the_good_sessions(tmp_path, db_path):
+    data, _ = build_corpus()
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(data)
+    ingest([path], IngestOptions(db=db_path, open_window=0))
+    sessions = rows(db_path, "SELECT attribution, outcome, end_reason, event_count, token_chars FROM sessions ORDER BY attribution")
+    # the v1 session: one token, closed by `_end` without a done event
+    assert sessions[0] == ("exact", "synthetic_done", "done", 1, 2)
+    # the v0 session: 6 good events (U+2028 and CRLF lines intact, unknown type kept)
+    attribution, outcome, reason, count, chars = sessions[1]
+    assert (attribution, outcome, reason, count) == ("positional", "done", "done", 6)
+    assert chars == len("caf\u00e9 \u2028 line sep") + len("crlf") + 5_000_000 + 0
+    assert rows(db_path, "SELECT count(*) FROM events WHERE event = 'brand_new_type'") == [(1,)]
+
+
+def test_corrupt_gzip_is_a_reject_and_the_lines_before_it_are_kept(tmp_path, db_path):
+    good = "".join(
+        "\n".join([header(sid, v1=False), event(0.1, "token", {"text": sid * 20}), event(0.2, "done", {})]) + "\n"
+        for sid in (new_sid() for _ in range(2000))
+    )
+    blob = gzip.compress(good.encode())
+    path = tmp_path / "broken.jsonl.gz"
+    path.write_bytes(blob[: len(blob) // 2] + b"\x00garbage\xff" * 10)
+    report = ingest([path], IngestOptions(db=db_path, open_window=0))
+    reasons = [r for (r,) in rows(db_path, "SELECT reason FROM rejects ORDER BY line_no")]
+    # the damage is the last thing read: whatever garbage decompressed before it is rejected too
+    assert reasons[-1].startswith("corrupt gzip"), reasons
+    assert all(not r.startswith("corrupt gzip") for r in reasons[:-1])
+    assert report.headers > 500 and report.events > 1000 and report.lines == report.headers + report.events + report.duplicates + report.rejected
+
+
+def test_gzip_recordings_read_like_plain_ones(tmp_path, db_path, upstream_sequential):
+    path = tmp_path / "seq.jsonl.gz"
+    path.write_bytes(gzip.compress(upstream_sequential.read_bytes()))
+    report = ingest([tmp_path], IngestOptions(db=db_path, open_window=0))
+    assert (report.headers, report.rejected) == (25, 0)
+    assert rows(db_path, "SELECT count(*) FROM sessions WHERE outcome = 'done'") == [(18,)]

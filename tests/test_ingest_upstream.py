@@ -1,0 +1,73 @@
+"""Upstream v0 recordings: positional attribution, and interleaving marked ambiguous."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from agent_stream_trace.ingest.pipeline import IngestOptions, ingest
+from ingest_support import rows
+
+
+def hand_sessions(path: Path) -> dict[str, list[dict]]:
+    """Upstream's own loader rule: each event belongs to the most recent header above it."""
+    sessions: dict[str, list[dict]] = {}
+    current = None
+    for line in path.read_text().splitlines():
+        rec = json.loads(line)
+        if "session" in rec:
+            current = rec["session"]
+            sessions[current] = []
+        else:
+            sessions[current].append(rec)
+    return sessions
+
+
+def test_sequential_sample_gives_25_sessions_with_outcomes_from_done_events(upstream_sequential, db_path):
+    expected = hand_sessions(upstream_sequential)
+    report = ingest([upstream_sequential], IngestOptions(db=db_path, open_window=0))
+    assert report.headers == 25 and report.rejected == 0
+    got = {sid: (outcome, reason, attribution, n) for sid, outcome, reason, attribution, n in rows(
+        db_path, "SELECT session_id, outcome, end_reason, attribution, event_count FROM sessions")}
+    assert len(got) == 25
+    for sid, events in expected.items():
+        has_done = any(e["event"] == "done" for e in events)
+        outcome = "done" if has_done else "synthetic_done"
+        reason = "done" if has_done else "no_end_record"
+        assert got[sid] == (outcome, reason, "positional", len(events)), sid
+    # README: 3 crashes, 3 orphans (each with a crash) and 1 client hang-up lack a done
+    assert sum(1 for v in got.values() if v[0] == "synthetic_done") == 7
+
+
+def test_sequential_last_session_stays_open_while_the_file_is_fresh(upstream_sequential, db_path, tmp_path):
+    copy = tmp_path / "fresh.jsonl"
+    copy.write_bytes(upstream_sequential.read_bytes())  # mtime: now
+    ingest([copy], IngestOptions(db=db_path))  # default open window: 300 s
+    last = list(hand_sessions(copy))[-1]
+    assert rows(db_path, "SELECT outcome, end_reason FROM sessions WHERE session_id = ?", [last]) == [("open", None)]
+    # Earlier sessions without done are closed by the header that follows them.
+    assert rows(db_path, "SELECT count(*) FROM sessions WHERE outcome = 'open'") == [(1,)]
+
+
+def test_concurrent_sample_marks_every_interleaved_session_ambiguous(upstream_concurrent, db_path):
+    report = ingest([upstream_concurrent], IngestOptions(db=db_path, open_window=0))
+    assert report.headers == 24 and report.rejected == 0
+    assert rows(db_path, "SELECT attribution, count(*) FROM sessions GROUP BY ALL") == [("ambiguous", 24)]
+
+
+def test_tool_calls_pair_use_and_result_with_latency(upstream_sequential, db_path):
+    ingest([upstream_sequential], IngestOptions(db=db_path, open_window=0))
+    uses = {}
+    expected = {}
+    for sid, events in hand_sessions(upstream_sequential).items():
+        for e in events:
+            d = e["data"]
+            if e["event"] == "tool_use":
+                uses[(sid, d["tool_use_id"])] = e["t"]
+                expected[(sid, d["tool_use_id"])] = ("orphaned", None)
+            elif e["event"] == "tool_result":
+                latency = round((e["t"] - uses[(sid, d["tool_use_id"])]) * 1000, 6)
+                expected[(sid, d["tool_use_id"])] = ("error" if d["status"] == "error" else "done", latency)
+    got = {(sid, tid): (status, None if lat is None else round(lat, 6)) for sid, tid, status, lat in rows(
+        db_path, "SELECT session_id, tool_use_id, status, latency_ms FROM tool_calls")}
+    assert got == expected
