@@ -17,6 +17,9 @@ from .cli_support import run_guarded
 COMMANDS: dict[str, tuple[str, str]] = {
     "ingest": ("agent_stream_trace.ingest.cli", "load .jsonl recordings into the DuckDB database"),
     "query": ("agent_stream_trace.query.sql_cli", "run read-only SQL over session history"),
+    "stats": ("agent_stream_trace.query.stats_cli", "health report: synthetic-done rate, TTFT, velocity, tools, stalls"),
+    "sessions": ("agent_stream_trace.query.sessions_cli", "list sessions, newest first, with filters"),
+    "show": ("agent_stream_trace.query.show_cli", "one session's timeline: events, gaps, tool calls, how it ended"),
     "simulate": ("agent_stream_trace.simulate.cli", "write realistic seeded recordings for demos and tests"),
 }
 

@@ -178,7 +178,7 @@ class TraceStore:
     def summary(self, *, threshold_s: float | None = None, where: SessionFilter | None = None,
                 **filters: Any) -> dict[str, Any]:
         """The health row over the whole filtered range, as a dict (zero counts when empty)."""
-        frame = self.health(None, None, threshold_s=threshold_s, where=where, **filters)
+        frame = self.health(None, None, threshold_s=threshold_s, where=where, **filters).drop("period", "grp")
         if frame.height:
             return frame.row(0, named=True)
         # health() groups, so no sessions means no row: spell out the empty answer.
