@@ -129,6 +129,34 @@ def m002_metric_views(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(read_sql("m002_metric_views.sql"))
 
 
+@migration
+def m003_export_state(con: duckdb.DuckDBPyConnection) -> None:
+    # Private exporter state. OTLP: per destination, the version of each session the backend
+    # acknowledged (a changed version, e.g. an open session that completed, is sent again).
+    # Parquet: per output directory, the fingerprint of each day partition last written.
+    con.execute(
+        """
+        CREATE TABLE _export_otlp_sent (
+            destination VARCHAR NOT NULL,
+            session_id VARCHAR NOT NULL,
+            side VARCHAR NOT NULL,
+            version VARCHAR NOT NULL,
+            spans INTEGER,
+            sent_at TIMESTAMPTZ,
+            PRIMARY KEY (destination, session_id, side)
+        );
+        CREATE TABLE _export_parquet_days (
+            directory VARCHAR NOT NULL,
+            day VARCHAR NOT NULL,
+            fingerprint VARCHAR NOT NULL,
+            sessions BIGINT,
+            written_at TIMESTAMPTZ,
+            PRIMARY KEY (directory, day)
+        );
+        """
+    )
+
+
 def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Apply pending migrations; return the names applied. Safe to call from every entry point."""
     con.execute(

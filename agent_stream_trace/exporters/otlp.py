@@ -1,0 +1,254 @@
+"""Export sessions as OpenTelemetry traces to any OTLP backend, incrementally and losslessly.
+
+    report = export_otlp(con, OtlpExportOptions(endpoint="http://localhost:4318"))
+
+Pipeline: select the sessions this destination has not acknowledged in their current version
+(SQL over `_export_otlp_sent`), read them in batches (session.load_session_traces), map each
+to spans (spans.session_spans), encode whole sessions into OTLP requests (otlp_encode) and
+send them from one background thread so encoding overlaps the network (otlp_transport).
+A session is marked sent only once the request holding all its spans was acknowledged; on
+the first request that fails for good we stop and raise ExportError, with nothing of the
+failed request marked.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import duckdb
+
+from ..errors import ExportError
+from ..session import load_session_traces
+from ..spans import MAPPING_VERSION, SpanSpec, resource_attributes, session_spans
+from .otlp_encode import RequestEncoder
+from .otlp_transport import OtlpSettings, SendResult, Sender, make_sender, resolve_settings
+
+DEFAULT_REQUEST_SPANS = 2000
+
+
+@dataclass(frozen=True)
+class OtlpExportOptions:
+    endpoint: str | None = None  # meaning of OTEL_EXPORTER_OTLP_ENDPOINT; None: env, then default
+    protocol: str | None = None  # grpc | http/protobuf; None: env, then http/protobuf
+    headers: tuple[str, ...] = ()  # K=V, over OTEL_EXPORTER_OTLP_HEADERS
+    timeout_s: float | None = None  # per request, retries included; None: env, then 10 s
+    since: datetime | None = None
+    session_ids: tuple[str, ...] = ()
+    include_content: bool = False
+    include_ambiguous: bool = False
+    resend_all: bool = False
+    service_name: str | None = None
+    project: str | None = None
+    request_spans: int = DEFAULT_REQUEST_SPANS  # spans per request (whole sessions only)
+
+
+@dataclass
+class OtlpExportReport:
+    destination: str
+    sessions: int = 0  # sessions acknowledged and marked
+    spans: int = 0  # spans acknowledged
+    requests: int = 0
+    unchanged: int = 0  # sessions skipped: this destination already has their current version
+    seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def spans_per_s(self) -> float:
+        return self.spans / self.seconds if self.seconds > 0 else 0.0
+
+
+def _version_sql() -> str:
+    # Everything that changes a session's spans: a re-ingested open session that got more
+    # events, an end record or a done changes one of these; the salt covers the mapping
+    # version, content opt-in and resource (a new project is a new place to send to).
+    return """md5(concat_ws('|', s.outcome, coalesce(s.end_reason, ''), coalesce(s.event_count, 0),
+        coalesce(s.duration_s, 0), coalesce(s.tool_calls, 0), coalesce(s.orphaned_tools, 0),
+        s.attribution, coalesce(s.lost_lines, 0), coalesce(s.model, ''), coalesce(s.errors, 0), ?))"""
+
+
+def pending_sessions(
+    con: duckdb.DuckDBPyConnection, destination: str, options: OtlpExportOptions, salt: str
+) -> tuple[list[tuple[str, str, str]], int]:
+    """(session_id, side, version) still to send, oldest first, and how many were unchanged."""
+    clauses = ["TRUE"]
+    params: list[Any] = [salt, destination]
+    if not options.include_ambiguous:
+        clauses.append("s.attribution <> 'ambiguous'")
+    if options.since is not None:
+        clauses.append("s.started_at >= ?")
+        params.append(options.since)
+    if options.session_ids:
+        clauses.append("lower(s.session_id) IN (SELECT unnest(?))")
+        params.append([sid.lower() for sid in options.session_ids])
+    rows = con.execute(
+        f"""
+        SELECT s.session_id, s.side, v.version, x.version IS NOT DISTINCT FROM v.version AS unchanged
+        FROM sessions s
+        CROSS JOIN LATERAL (SELECT {_version_sql()} AS version) v
+        LEFT JOIN _export_otlp_sent x
+          ON x.destination = ? AND x.session_id = s.session_id AND x.side = s.side
+        WHERE {' AND '.join(clauses)}
+        ORDER BY s.started_at, s.session_id, s.side
+        """,
+        params,
+    ).fetchall()
+    todo = [(r[0], r[1], r[2]) for r in rows if options.resend_all or not r[3]]
+    return todo, len(rows) - len(todo)
+
+
+def _mark_sent(con: duckdb.DuckDBPyConnection, destination: str, rows: Sequence[tuple[str, str, str, int]]) -> None:
+    import pyarrow as pa
+
+    table = pa.table({
+        "session_id": [r[0] for r in rows], "side": [r[1] for r in rows],
+        "version": [r[2] for r in rows], "spans": pa.array([r[3] for r in rows], pa.int32()),
+    })
+    con.register("_ast_acked", table)
+    try:
+        con.execute(
+            """
+            INSERT OR REPLACE INTO _export_otlp_sent
+            SELECT ?, session_id, side, version, spans, now() FROM _ast_acked
+            """,
+            [destination],
+        )
+    finally:
+        con.unregister("_ast_acked")
+
+
+def _salt(options: OtlpExportOptions, resource: dict[str, str]) -> str:
+    return f"m{MAPPING_VERSION}|content={int(options.include_content)}|{sorted(resource.items())}"
+
+
+def iter_session_spans(
+    con: duckdb.DuckDBPyConnection, keys: Sequence[tuple[str, str]], include_content: bool
+) -> Iterator[tuple[tuple[str, str], tuple[SpanSpec, ...]]]:
+    """((session_id, side), spans) for each key, in order."""
+    for trace in load_session_traces(con, keys):
+        yield (trace.session_id, trace.side), session_spans(trace, include_content=include_content)
+
+
+_Batch = tuple[bytes, int, list[tuple[str, str, str, int]]]
+
+
+def _requests(
+    con: duckdb.DuckDBPyConnection, todo: Sequence[tuple[str, str, str]], options: OtlpExportOptions,
+    encoder: RequestEncoder,
+) -> Iterator[_Batch]:
+    """Encoded requests of whole sessions: (payload, span count, sessions it completes)."""
+    versions = {(sid, side): version for sid, side, version in todo}
+    spans: list[SpanSpec] = []
+    sessions: list[tuple[str, str, str, int]] = []
+    for key, session in iter_session_spans(con, [(r[0], r[1]) for r in todo], options.include_content):
+        if spans and len(spans) + len(session) > options.request_spans:
+            yield encoder.encode(spans), len(spans), sessions
+            spans, sessions = [], []
+        spans.extend(session)
+        sessions.append((key[0], key[1], versions[key], len(session)))
+    if spans:
+        yield encoder.encode(spans), len(spans), sessions
+
+
+def _failure_message(settings: OtlpSettings, result: SendResult) -> ExportError:
+    where = settings.endpoint
+    if result.retryable:
+        return ExportError(
+            f"could not deliver to {where}: {result.status} {result.detail}".rstrip()
+            + f" (gave up retrying after {settings.timeout_s:g}s); nothing more was marked as sent",
+            hint="is the collector running and reachable? re-run the export to resume",
+        )
+    return ExportError(
+        f"{where} refused the spans: {result.status} {result.detail}".rstrip() + " (not retried)",
+        hint="check --endpoint (HTTP posts to <endpoint>/v1/traces), --protocol and auth headers (--header K=V)",
+    )
+
+
+def export_otlp(
+    con: duckdb.DuckDBPyConnection,
+    options: OtlpExportOptions = OtlpExportOptions(),
+    *,
+    sender_factory: Callable[[OtlpSettings], Sender] = make_sender,
+) -> OtlpExportReport:
+    """Send every session this destination has not acknowledged (all of them with resend_all).
+
+    Raises ExportError when the backend refuses a request (4xx) or stays unreachable past the
+    retries; sessions acknowledged before that stay marked, the rest are sent next time.
+    """
+    import time
+
+    settings = resolve_settings(options.endpoint, options.protocol, options.headers, options.timeout_s)
+    resource = resource_attributes(options.service_name, options.project)
+    report = OtlpExportReport(settings.destination)
+    started = time.perf_counter()
+    todo, report.unchanged = pending_sessions(con, settings.destination, options, _salt(options, resource))
+    if not todo:
+        return report
+    from .. import __version__
+
+    encoder = RequestEncoder(resource, scope_version=__version__)
+    sender = sender_factory(settings)
+    # One request in flight and one encoded ahead: encoding overlaps the network wait.
+    outbox: queue.Queue[_Batch | None] = queue.Queue(maxsize=2)
+    results: queue.Queue[tuple[_Batch, SendResult]] = queue.Queue()
+    stop = threading.Event()
+
+    def send_loop() -> None:
+        while (batch := outbox.get()) is not None:
+            if stop.is_set():
+                continue  # drain without sending once a request failed for good
+            try:
+                result = sender.send(batch[0], batch[1])
+            except Exception as exc:  # never let the thread die silently
+                result = SendResult(False, type(exc).__name__, str(exc))
+            if not result.ok:
+                stop.set()
+            results.put((batch, result))
+
+    worker = threading.Thread(target=send_loop, name="agent-stream-otlp-send", daemon=True)
+    worker.start()
+    failure: SendResult | None = None
+
+    def drain() -> None:
+        nonlocal failure
+        while True:
+            try:
+                (payload, spans, sessions), result = results.get_nowait()
+            except queue.Empty:
+                return
+            if result.ok:
+                _mark_sent(con, settings.destination, sessions)
+                report.sessions += len(sessions)
+                report.spans += spans
+                report.requests += 1
+            elif failure is None:
+                failure = result
+
+    try:
+        for batch in _requests(con, todo, options, encoder):
+            if stop.is_set():
+                break
+            outbox.put(batch)
+            drain()
+    finally:
+        outbox.put(None)
+        worker.join()
+        sender.close()
+    drain()
+    report.seconds = time.perf_counter() - started
+    if failure is not None:
+        raise _failure_message(settings, failure)
+    return report
+
+
+def dry_run_spans(con: duckdb.DuckDBPyConnection, options: OtlpExportOptions) -> Iterator[SpanSpec]:
+    """The spans an export with these options would send now; nothing is sent or marked."""
+    settings = resolve_settings(options.endpoint, options.protocol, options.headers, options.timeout_s)
+    resource = resource_attributes(options.service_name, options.project)
+    todo, _ = pending_sessions(con, settings.destination, options, _salt(options, resource))
+    for _, spans in iter_session_spans(con, [(r[0], r[1]) for r in todo], options.include_content):
+        yield from spans

@@ -1,0 +1,250 @@
+"""One session with everything the span mapping needs, read from the database in batches.
+
+`SessionTrace` is plain data: the `sessions` row, its events in order (JSON `data` parsed) and
+its tool calls. The exporters read them with `load_session_traces`; the live hook builds them
+from what it recorded. Both hand them to `spans.session_spans`, so both yield the same trace.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, NamedTuple
+
+import duckdb
+
+DEFAULT_BATCH_SIZE = 1000
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+class EventRow(NamedTuple):
+    """One line of the `events` table (recorder records such as `_end` included)."""
+
+    seq: int
+    t: float | None
+    event: str | None
+    data: Any
+
+
+class ToolCallRow(NamedTuple):
+    """One row of the `tool_calls` table."""
+
+    tool_use_id: str | None
+    tool_name: str | None
+    started_t: float | None
+    ended_t: float | None
+    latency_ms: float | None
+    reported_ms: float | None
+    status: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionTrace:
+    """A session as the mapping sees it. `session` is the `sessions` row: `started_at` and
+    `ended_at` are timezone-aware UTC datetimes, `attrs` a parsed dict."""
+
+    session: Mapping[str, Any]
+    events: tuple[EventRow, ...]
+    tool_calls: tuple[ToolCallRow, ...]
+
+    @property
+    def session_id(self) -> str:
+        return str(self.session["session_id"])
+
+    @property
+    def side(self) -> str:
+        return str(self.session.get("side") or "server")
+
+    @property
+    def started_ns(self) -> int:
+        """The session start in Unix nanoseconds (exact to the microsecond DuckDB keeps)."""
+        started = self.session.get("started_at")
+        if not isinstance(started, datetime):
+            return 0
+        if started.tzinfo is None:
+            started = started.replace(tzinfo=timezone.utc)
+        delta = started - _EPOCH
+        return ((delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds) * 1_000
+
+
+# Three ordered streams (sessions, events, tool calls), each joined to the selected keys and
+# sorted by the key's position, are merged in one pass: every table is scanned once whatever
+# the number of sessions, and only `batch_size` rows of each are in Python at a time.
+# Timestamps are read as naive UTC: fetching TIMESTAMPTZ into Python needs pytz, which we do
+# not depend on. The session row keeps every other column as stored.
+_SESSION_SELECT = """
+SELECT k.ord AS _ord, s.* REPLACE (
+    timezone('UTC', s.started_at) AS started_at,
+    timezone('UTC', s.ended_at) AS ended_at,
+    CAST(s.attrs AS VARCHAR) AS attrs
+)
+FROM sessions s JOIN _ast_keys k USING (session_id, side)
+ORDER BY k.ord
+"""
+# Token events are most of the rows and carry only `text`: DuckDB extracts it, which saves a
+# json.loads per token (the bulk of the load time).
+_EVENTS_SELECT = """
+SELECT k.ord, e.seq, e.t, e.event,
+       CASE WHEN e.event = 'token' THEN e.data->>'text' END,
+       CASE WHEN e.event <> 'token' OR e.event IS NULL THEN CAST(e.data AS VARCHAR) END
+FROM events e JOIN _ast_keys k USING (session_id, side)
+ORDER BY k.ord, e.seq, e.line_no
+"""
+_TOOLS_SELECT = """
+SELECT k.ord, c.tool_use_id, c.tool_name, c.started_t, c.ended_t, c.latency_ms, c.reported_ms, c.status
+FROM tool_calls c JOIN _ast_keys k USING (session_id, side)
+ORDER BY k.ord, c.started_t NULLS LAST, c.tool_use_id
+"""
+
+
+def _parse_json(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        # Stored data is JSON by construction; keep the text rather than lose the event.
+        return text
+
+
+def _session_row(columns: Sequence[str], row: Sequence[Any]) -> dict[str, Any]:
+    record = dict(zip(columns, row))
+    for key in ("started_at", "ended_at"):
+        value = record.get(key)
+        if isinstance(value, datetime) and value.tzinfo is None:
+            record[key] = value.replace(tzinfo=timezone.utc)
+    attrs = _parse_json(record.get("attrs"))
+    record["attrs"] = attrs if isinstance(attrs, dict) else {}
+    return record
+
+
+def _stream(cur: duckdb.DuckDBPyConnection, sql: str, batch_size: int) -> Iterator[tuple[Any, ...]]:
+    cur.execute(sql)
+    while rows := cur.fetchmany(batch_size):
+        yield from rows
+
+
+def _event_rows(rows: Iterator[tuple[Any, ...]]) -> Iterator[tuple[int, EventRow]]:
+    loads = json.loads
+    for ord_, seq, t, name, token_text, data in rows:
+        if name == "token":
+            parsed: Any = {"text": token_text} if token_text is not None else {}
+        elif data is None:
+            parsed = None
+        else:
+            try:
+                parsed = loads(data)
+            except ValueError:
+                parsed = data
+        yield ord_, EventRow(seq, t, name, parsed)
+
+
+def _group(rows: Iterator[tuple[int, Any]]) -> Iterator[tuple[int, list[Any]]]:
+    """Consecutive rows with the same position, as (position, items)."""
+    current: int | None = None
+    items: list[Any] = []
+    for ord_, item in rows:
+        if ord_ != current:
+            if current is not None:
+                yield current, items
+            current, items = ord_, []
+        items.append(item)
+    if current is not None:
+        yield current, items
+
+
+def _merge(
+    sessions: Iterator[tuple[int, dict[str, Any]]],
+    events: Iterator[tuple[int, list[EventRow]]],
+    tools: Iterator[tuple[int, list[ToolCallRow]]],
+) -> Iterator[SessionTrace]:
+    next_event = next(events, None)
+    next_tool = next(tools, None)
+    for ord_, row in sessions:
+        session_events: list[EventRow] = []
+        session_tools: list[ToolCallRow] = []
+        while next_event is not None and next_event[0] <= ord_:
+            if next_event[0] == ord_:
+                session_events = next_event[1]
+            next_event = next(events, None)
+        while next_tool is not None and next_tool[0] <= ord_:
+            if next_tool[0] == ord_:
+                session_tools = next_tool[1]
+            next_tool = next(tools, None)
+        yield SessionTrace(row, tuple(session_events), tuple(session_tools))
+
+
+def select_session_keys(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    since: datetime | None = None,
+    session_ids: Sequence[str] | None = None,
+    include_ambiguous: bool = False,
+) -> list[tuple[str, str]]:
+    """(session_id, side) of the sessions matching the filters, oldest first."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if not include_ambiguous:
+        clauses.append("attribution <> 'ambiguous'")
+    if since is not None:
+        clauses.append("started_at >= ?")
+        params.append(since)
+    if session_ids:
+        clauses.append("lower(session_id) IN (SELECT unnest(?))")
+        params.append([s.lower() for s in session_ids])
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    rows = con.execute(
+        f"SELECT session_id, side FROM sessions {where} ORDER BY started_at, session_id, side", params
+    ).fetchall()
+    return [(r[0], r[1]) for r in rows]
+
+
+def load_session_traces(
+    con: duckdb.DuckDBPyConnection,
+    keys: Iterable[tuple[str, str]] | None = None,
+    *,
+    since: datetime | None = None,
+    session_ids: Sequence[str] | None = None,
+    include_ambiguous: bool = False,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> Iterator[SessionTrace]:
+    """Yield the SessionTraces of `keys` ((session_id, side) pairs, in that order), else of the
+    sessions matching the filters, oldest first. Rows are fetched `batch_size` at a time."""
+    import pyarrow as pa
+
+    if keys is None:
+        keys = select_session_keys(
+            con, since=since, session_ids=session_ids, include_ambiguous=include_ambiguous
+        )
+    key_list = list(keys)
+    if not key_list:
+        return
+    table = pa.table({
+        "ord": pa.array(range(len(key_list)), pa.int64()),
+        "session_id": [k[0] for k in key_list],
+        "side": [k[1] for k in key_list],
+    })
+    # One cursor per stream: a DuckDB connection holds one pending result at a time.
+    cursors = [con.cursor() for _ in range(3)]
+    try:
+        for cur in cursors:
+            cur.register("_ast_keys", table)
+        s_cur, e_cur, t_cur = cursors
+        s_rows = _stream(s_cur, _SESSION_SELECT, batch_size)
+        columns: list[str] = []
+
+        def sessions() -> Iterator[tuple[int, dict[str, Any]]]:
+            for row in s_rows:
+                if not columns:
+                    columns.extend(d[0] for d in s_cur.description[1:])
+                yield row[0], _session_row(columns, row[1:])
+
+        events = _group(_event_rows(_stream(e_cur, _EVENTS_SELECT, batch_size * 20)))
+        tools = _group((r[0], ToolCallRow(*r[1:])) for r in _stream(t_cur, _TOOLS_SELECT, batch_size * 4))
+        yield from _merge(sessions(), events, tools)
+    finally:
+        for cur in cursors:
+            cur.close()

@@ -1,0 +1,390 @@
+"""The session → span mapping: one pure function, two callers (the OTLP exporter, the live hook).
+
+    invoke_agent {agent}            root, openinference AGENT, trace id = the session UUID
+     ├── chat {model}               one per turn (turn 1 starts at the first event, each
+     │                              `turn` event starts the next), openinference LLM
+     └── execute_tool {tool_name}   one per tool call, openinference TOOL
+
+thinking, progress, creation and error events become span events of the turn they happen in.
+Span ids are derived from (session, side, role, index), so exporting a session twice, or
+exporting what the hook already sent live, yields the same ids. Token text, thinking text and
+tool summaries are content: present only with `include_content=True` (GenAI conventions).
+The output is plain data (`SpanSpec`); `exporters.otlp_encode` turns it into OTLP protobuf and
+`exporters.sdk_bridge` replays it through an OpenTelemetry SDK tracer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .session import SessionTrace
+
+# Bump when the mapping changes what a session looks like, so incremental exports resend.
+MAPPING_VERSION = 1
+
+ENV_SERVICE_NAME = "OTEL_SERVICE_NAME"
+ENV_PROJECT_NAME = "PHOENIX_PROJECT_NAME"
+DEFAULT_SERVICE_NAME = "agent-stream"
+
+AttributeValue = str | bool | int | float | Sequence[str]
+SpanKind = Literal["internal", "client"]
+StatusCode = Literal["unset", "ok", "error"]
+
+# Attribute names (OTel GenAI semantic conventions, OpenInference, Langfuse, ours).
+OPERATION = "gen_ai.operation.name"
+CONVERSATION_ID = "gen_ai.conversation.id"
+SESSION_ID = "session.id"
+REQUEST_STREAM = "gen_ai.request.stream"
+RESPONSE_MODEL = "gen_ai.response.model"
+RESPONSE_ID = "gen_ai.response.id"
+AGENT_NAME = "gen_ai.agent.name"
+TTFC = "gen_ai.response.time_to_first_chunk"
+CLIENT_TTFC = "gen_ai.client.operation.time_to_first_chunk"
+OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
+TOOL_NAME = "gen_ai.tool.name"
+TOOL_CALL_ID = "gen_ai.tool.call.id"
+TOOL_ARGUMENTS = "gen_ai.tool.call.arguments"
+TOOL_RESULT = "gen_ai.tool.call.result"
+OUTPUT_MESSAGES = "gen_ai.output.messages"
+OI_KIND = "openinference.span.kind"
+OI_PROJECT = "openinference.project.name"
+OI_MODEL = "llm.model_name"
+OI_TOOL_NAME = "tool.name"
+OI_INPUT = "input.value"
+OI_OUTPUT = "output.value"
+OI_OUTPUT_MIME = "output.mime_type"
+LANGFUSE_COMPLETION_START = "langfuse.observation.completion_start_time"
+
+_AGENT_NAME_KEYS = ("gen_ai.agent.name", "agent_name", "agent")
+
+
+@dataclass(frozen=True, slots=True)
+class SpanEventSpec:
+    name: str
+    time_ns: int
+    attributes: Mapping[str, AttributeValue] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SpanSpec:
+    """One span as plain data. Ids are big-endian bytes (16 for the trace, 8 for spans)."""
+
+    trace_id: bytes
+    span_id: bytes
+    parent_span_id: bytes | None
+    name: str
+    kind: SpanKind
+    start_ns: int
+    end_ns: int
+    attributes: Mapping[str, AttributeValue]
+    events: tuple[SpanEventSpec, ...] = ()
+    status: StatusCode = "unset"
+    status_message: str = ""
+
+
+def resource_attributes(service_name: str | None = None, project: str | None = None) -> dict[str, str]:
+    """`service.name` (argument, then $OTEL_SERVICE_NAME, then "agent-stream") and the Phoenix
+    project (argument, then $PHOENIX_PROJECT_NAME, then the service name)."""
+    service = service_name or os.environ.get(ENV_SERVICE_NAME) or DEFAULT_SERVICE_NAME
+    return {"service.name": service, OI_PROJECT: project or os.environ.get(ENV_PROJECT_NAME) or service}
+
+
+def trace_id_for(session_id: str) -> bytes:
+    """The session UUID's 128 bits; a non-UUID id (never written by our hook) is hashed."""
+    try:
+        return uuid.UUID(session_id).bytes
+    except ValueError:
+        return hashlib.blake2b(session_id.encode(), digest_size=16).digest()
+
+
+def span_id_for(session_id: str, side: str, role: str, index: int) -> bytes:
+    """Deterministic, non-zero 64-bit span id of (session, side, role, index)."""
+    digest = hashlib.blake2b(f"{session_id.lower()}\x1f{side}\x1f{role}\x1f{index}".encode(), digest_size=8).digest()
+    return digest if any(digest) else b"\x00" * 7 + b"\x01"
+
+
+def _iso_utc(ns: int) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(ns // 1_000_000_000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + (
+        f".{(ns % 1_000_000_000) // 1000:06d}Z"
+    )
+
+
+def _clean(attrs: dict[str, Any]) -> dict[str, AttributeValue]:
+    """Drop None values: OTLP has no null attribute."""
+    return {k: v for k, v in attrs.items() if v is not None}
+
+
+def _text(data: Any, key: str) -> str:
+    value = data.get(key) if isinstance(data, dict) else None
+    return value if isinstance(value, str) else ""
+
+
+def _json_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+
+
+class _Turn:
+    __slots__ = ("number", "start_t", "end_t", "first_token_t", "token_chars", "token_events", "text",
+                 "events", "error")
+
+    def __init__(self, number: int, start_t: float) -> None:
+        self.number = number
+        self.start_t = start_t
+        self.end_t = start_t
+        self.first_token_t: float | None = None
+        self.token_chars = 0
+        self.token_events = 0
+        self.text: list[str] = []
+        self.events: list[SpanEventSpec] = []
+        self.error: str | None = None
+
+
+def _span_event(name: str, data: Any, time_ns: int, include_content: bool) -> tuple[SpanEventSpec, str | None]:
+    """The span event of a thinking/progress/creation/error line, and an error message if any."""
+    d = data if isinstance(data, dict) else {}
+    error: str | None = None
+    if name == "thinking":
+        text = _text(d, "text")
+        attrs: dict[str, Any] = {"agent_stream.thinking.chars": len(text)}
+        if include_content:
+            attrs["agent_stream.thinking.text"] = text
+    elif name == "progress":
+        sub = d.get("sub_progress") if isinstance(d.get("sub_progress"), dict) else {}
+        attrs = {
+            "agent_stream.progress.step": d.get("step") if isinstance(d.get("step"), (str, int)) else None,
+            "agent_stream.progress.percentage": d.get("percentage") if isinstance(d.get("percentage"), (int, float)) else None,
+            "agent_stream.progress.message": d.get("message") if isinstance(d.get("message"), str) else None,
+            "agent_stream.progress.current": sub.get("current") if isinstance(sub.get("current"), int) else None,
+            "agent_stream.progress.total": sub.get("total") if isinstance(sub.get("total"), int) else None,
+        }
+    elif name == "creation":
+        attrs = {
+            "agent_stream.creation.type": d.get("creation_type") if isinstance(d.get("creation_type"), str) else None,
+            "agent_stream.creation.count": d.get("count") if isinstance(d.get("count"), int) else None,
+            TOOL_CALL_ID: d.get("tool_use_id") if isinstance(d.get("tool_use_id"), str) else None,
+        }
+        if include_content and d.get("items") is not None:
+            attrs["agent_stream.creation.items"] = _json_text(d.get("items"))
+    else:  # error
+        error_type = _text(d, "error_type") or "error"
+        message = _text(d, "message")
+        attrs = {
+            "exception.type": error_type,
+            "exception.message": message,
+            "agent_stream.error.details": _json_text(d["details"]) if d.get("details") is not None else None,
+        }
+        error = f"{error_type}: {message}" if message else error_type
+    return SpanEventSpec(name, time_ns, _clean(attrs)), error
+
+
+_SPAN_EVENTS = frozenset(("thinking", "progress", "creation", "error"))
+
+
+def session_spans(trace: SessionTrace, *, include_content: bool = False) -> tuple[SpanSpec, ...]:
+    """The spans of one session, root first, then turns, then tool calls."""
+    s = trace.session
+    sid = trace.session_id
+    side = trace.side
+    trace_id = trace_id_for(sid)
+    base = trace.started_ns
+
+    def ns(t: float | None) -> int:
+        return base + int(round((t or 0.0) * 1_000_000)) * 1000
+
+    # --- walk the events once: turns, their span events, tool summaries -------------------
+    turns: list[_Turn] = []
+    last_t = 0.0
+    tool_inputs: dict[str, str] = {}
+    tool_outputs: dict[str, str] = {}
+    tool_turn: dict[str, int] = {}
+    error_messages: list[str] = []
+    for ev in trace.events:
+        name = ev.event or ""
+        t = ev.t if ev.t is not None else last_t
+        last_t = max(last_t, t)
+        if name.startswith("_"):
+            continue  # recorder records: they end the session, they are not wire events
+        if not turns:
+            turns.append(_Turn(1, t))
+        turn = turns[-1]
+        if name == "turn":
+            number = ev.data.get("turn_number") if isinstance(ev.data, dict) else None
+            # An explicit "turn 1" at the very start continues the implicit first turn.
+            if not (number == turn.number and turn.token_events == 0 and not turn.events):
+                number = number if isinstance(number, int) and number > turn.number else turn.number + 1
+                turn.end_t = t
+                turn = _Turn(number, t)
+                turns.append(turn)
+        elif name == "token":
+            text = _text(ev.data, "text")
+            if turn.first_token_t is None:
+                turn.first_token_t = t
+            turn.token_chars += len(text)
+            turn.token_events += 1
+            if include_content:
+                turn.text.append(text)
+        elif name in _SPAN_EVENTS:
+            span_event, error = _span_event(name, ev.data, ns(t), include_content)
+            turn.events.append(span_event)
+            if error is not None:
+                error_messages.append(error)
+                turn.error = turn.error or error
+        elif name in ("tool_use", "tool_result") and isinstance(ev.data, dict):
+            tool_id = ev.data.get("tool_use_id")
+            if isinstance(tool_id, str):
+                if name == "tool_use":
+                    tool_inputs[tool_id] = _text(ev.data, "input_summary")
+                    tool_turn.setdefault(tool_id, turn.number)
+                else:
+                    tool_outputs[tool_id] = _text(ev.data, "output_summary")
+        turn.end_t = t
+
+    duration = s.get("duration_s")
+    end_t = max(float(duration) if duration is not None else 0.0, last_t)
+    if turns:
+        turns[-1].end_t = end_t
+
+    outcome = s.get("outcome")
+    end_reason = s.get("end_reason")
+    closed = outcome in ("done", "synthetic_done")
+    model = s.get("model") if isinstance(s.get("model"), str) and s.get("model") else None
+    attrs_in = s.get("attrs") if isinstance(s.get("attrs"), dict) else {}
+    agent = next((attrs_in[k] for k in _AGENT_NAME_KEYS if isinstance(attrs_in.get(k), str)), None)
+    common = {CONVERSATION_ID: sid, SESSION_ID: sid}
+
+    # --- root --------------------------------------------------------------------------------
+    root_id = span_id_for(sid, side, "root", 0)
+    ttft = s.get("ttft_s")
+    first_token_t = next((tn.first_token_t for tn in turns if tn.first_token_t is not None), None)
+    root_attrs: dict[str, Any] = {
+        OPERATION: "invoke_agent",
+        **common,
+        OI_KIND: "AGENT",
+        REQUEST_STREAM: True,
+        AGENT_NAME: agent,
+        RESPONSE_MODEL: model,
+        RESPONSE_ID: s.get("message_id"),
+        TTFC: ttft,
+        CLIENT_TTFC: ttft,
+        LANGFUSE_COMPLETION_START: _iso_utc(ns(first_token_t)) if first_token_t is not None else None,
+        OUTPUT_TOKENS: s.get("output_tokens"),
+        "agent_stream.side": side,
+        "agent_stream.outcome": outcome,
+        "agent_stream.end_reason": end_reason,
+        "agent_stream.synthetic_done": outcome == "synthetic_done",
+        "agent_stream.attribution": s.get("attribution"),
+        "agent_stream.token_chars": s.get("token_chars"),
+        "agent_stream.max_gap_s": s.get("max_gap_s"),
+        "agent_stream.event_count": s.get("event_count"),
+        "agent_stream.turns": s.get("turns"),
+        "agent_stream.tool_calls": s.get("tool_calls"),
+        "agent_stream.tool_errors": s.get("tool_errors"),
+        "agent_stream.orphaned_tools": s.get("orphaned_tools"),
+        "agent_stream.errors": s.get("errors"),
+        "agent_stream.lost_lines": s.get("lost_lines"),
+        "agent_stream.total_cost_usd": s.get("total_cost_usd"),
+    }
+    for key, value in attrs_in.items():
+        if isinstance(value, (str, bool, int, float)):
+            root_attrs[f"agent_stream.attrs.{key}"] = value
+    if include_content and turns:
+        root_attrs[OI_OUTPUT] = "".join("".join(tn.text) for tn in turns)
+        root_attrs[OI_OUTPUT_MIME] = "text/plain"
+    problems: list[str] = []
+    if outcome == "synthetic_done":
+        problems.append(f"session ended without done ({end_reason or 'unknown cause'})")
+    if error_messages:
+        problems.append(f"{len(error_messages)} error event(s), first: {error_messages[0]}")
+    root_status: StatusCode = "error" if problems else ("ok" if outcome == "done" else "unset")
+    spans: list[SpanSpec] = [
+        SpanSpec(
+            trace_id, root_id, None, f"invoke_agent {agent}" if agent else "invoke_agent", "internal",
+            base, ns(end_t), _clean(root_attrs), (), root_status, "; ".join(problems),
+        )
+    ]
+
+    # --- one chat span per turn --------------------------------------------------------------
+    chat_name = f"chat {model}" if model else "chat"
+    for index, tn in enumerate(turns, start=1):
+        ttfc = tn.first_token_t - tn.start_t if tn.first_token_t is not None else None
+        turn_attrs: dict[str, Any] = {
+            OPERATION: "chat",
+            **common,
+            OI_KIND: "LLM",
+            REQUEST_STREAM: True,
+            RESPONSE_MODEL: model,
+            OI_MODEL: model,
+            TTFC: ttfc,
+            CLIENT_TTFC: ttfc,
+            LANGFUSE_COMPLETION_START: _iso_utc(ns(tn.first_token_t)) if tn.first_token_t is not None else None,
+            "agent_stream.turn_number": tn.number,
+            "agent_stream.token_chars": tn.token_chars,
+            "agent_stream.token_events": tn.token_events,
+        }
+        if include_content:
+            text = "".join(tn.text)
+            turn_attrs[OI_OUTPUT] = text
+            turn_attrs[OI_OUTPUT_MIME] = "text/plain"
+            turn_attrs[OUTPUT_MESSAGES] = json.dumps(
+                [{"role": "assistant", "parts": [{"type": "text", "content": text}]}], ensure_ascii=False
+            )
+        status: StatusCode = "ok" if closed else "unset"
+        message = ""
+        if tn.error is not None:
+            status, message = "error", tn.error
+        elif outcome == "synthetic_done" and index == len(turns):
+            status, message = "error", f"stream ended without done ({end_reason or 'unknown cause'})"
+        spans.append(
+            SpanSpec(
+                trace_id, span_id_for(sid, side, "turn", index), root_id, chat_name, "client",
+                ns(tn.start_t), ns(max(tn.end_t, tn.start_t)), _clean(turn_attrs), tuple(tn.events),
+                status, message,
+            )
+        )
+
+    # --- one execute_tool span per tool call -----------------------------------------------------
+    for index, call in enumerate(trace.tool_calls, start=1):
+        start_t = call.started_t if call.started_t is not None else (call.ended_t or 0.0)
+        stop_t = call.ended_t if call.ended_t is not None else end_t
+        tool_id = call.tool_use_id
+        tool_attrs: dict[str, Any] = {
+            OPERATION: "execute_tool",
+            **common,
+            OI_KIND: "TOOL",
+            TOOL_NAME: call.tool_name,
+            OI_TOOL_NAME: call.tool_name,
+            TOOL_CALL_ID: tool_id,
+            "agent_stream.tool.status": call.status,
+            "agent_stream.tool.latency_ms": call.latency_ms,
+            "agent_stream.tool.reported_ms": call.reported_ms,
+            "agent_stream.turn_number": tool_turn.get(tool_id) if tool_id else None,
+        }
+        if include_content and tool_id:
+            tool_attrs[OI_INPUT] = tool_inputs.get(tool_id)
+            tool_attrs[TOOL_ARGUMENTS] = tool_inputs.get(tool_id)
+            tool_attrs[OI_OUTPUT] = tool_outputs.get(tool_id)
+            tool_attrs[TOOL_RESULT] = tool_outputs.get(tool_id)
+        if call.status == "error":
+            tstatus: StatusCode = "error"
+            tmessage = f"tool {call.tool_name} returned status=error"
+        elif call.status == "orphaned":
+            tstatus = "error"
+            tmessage = f"tool {call.tool_name} never returned a result (orphaned)"
+        else:
+            tstatus, tmessage = ("ok" if call.status == "done" else "unset"), ""
+        spans.append(
+            SpanSpec(
+                trace_id, span_id_for(sid, side, "tool", index), root_id,
+                f"execute_tool {call.tool_name}" if call.tool_name else "execute_tool", "internal",
+                ns(start_t), ns(max(stop_t, start_t)), _clean(tool_attrs), (), tstatus, tmessage,
+            )
+        )
+    return tuple(spans)
