@@ -12,6 +12,7 @@ import json
 import math
 import re
 import statistics
+import time
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -25,6 +26,7 @@ from agent_stream_trace.simulate import (
     FAILURE_KINDS,
     SimulationOptions,
     iter_sessions,
+    resolve_period,
     simulate,
 )
 from agent_stream_trace.simulate.catalog import MODELS, TOOL_TIMEOUT_MS, TOOLS
@@ -351,17 +353,36 @@ def test_cli_help_has_examples_and_bad_input_is_one_line(capsys: pytest.CaptureF
     assert not Path("unused").exists()
 
 
+def test_default_period_ends_an_hour_before_now_on_the_hour(tmp_path: Path) -> None:
+    now = datetime(2025, 3, 4, 15, 42, 7, tzinfo=timezone.utc)
+    start, end = resolve_period(SimulationOptions(days=2), now)
+    assert end == datetime(2025, 3, 4, 14, tzinfo=timezone.utc) and end - start == timedelta(days=2)
+    # a rerun within the same hour writes the same bytes
+    a = simulate(SimulationOptions(sessions=30, out=tmp_path / "a"), now)
+    b = simulate(SimulationOptions(sessions=30, out=tmp_path / "b"), now.replace(minute=59))
+    assert [p.read_bytes() for p in a.files] == [p.read_bytes() for p in b.files]
+
+
 def test_ingesting_a_simulated_corpus_gives_the_generated_outcomes(tmp_path: Path) -> None:
     pipeline = pytest.importorskip("agent_stream_trace.ingest.pipeline")
     from agent_stream_trace.db import connect
 
-    report = simulate(SimulationOptions(sessions=300, seed=2, out=tmp_path / "traces", synthetic_done_rate=0.2,
-                                        files=3, start=START))
-    pipeline.ingest([str(tmp_path / "traces")], pipeline.IngestOptions(db=tmp_path / "t.duckdb", open_window=300.0))
+    report = simulate(SimulationOptions(sessions=400, seed=2, out=tmp_path / "traces", synthetic_done_rate=0.3,
+                                        files=3, start=START, allow_killed=True, stall_rate=0.05))
+    assert report.end_reasons.get("no_end_record", 0) > 0
+    # An hour later every file has been idle longer than the open window: killed sessions close.
+    later = time.time() + 3600
+    pipeline.ingest([str(tmp_path / "traces")],
+                    pipeline.IngestOptions(db=tmp_path / "t.duckdb", open_window=300.0, now=later))
     con = connect(tmp_path / "t.duckdb")
     outcomes = dict(con.execute("SELECT outcome, count(*) FROM sessions GROUP BY ALL").fetchall())
     reasons = dict(con.execute("SELECT end_reason, count(*) FROM sessions GROUP BY ALL").fetchall())
     attribution = {a for (a,) in con.execute("SELECT DISTINCT attribution FROM sessions").fetchall()}
+    orphans, tool_errors, stalls = con.execute(
+        "SELECT sum(orphaned_tools), sum(tool_errors), count(*) FILTER (outcome = 'done' AND max_gap_s >= ?) FROM sessions",
+        [STALL_S],
+    ).fetchone()
     assert outcomes == {"done": report.end_reasons["done"], "synthetic_done": report.failures}
     assert reasons == report.end_reasons
     assert attribution == {"exact"}
+    assert (orphans, tool_errors, stalls) == (report.orphaned_tools, report.tool_errors, report.stalls)
