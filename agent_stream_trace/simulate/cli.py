@@ -6,7 +6,6 @@ import argparse
 from datetime import datetime
 from pathlib import Path
 
-from ..errors import UsageError
 from .generator import SimulationOptions, simulate
 
 DESCRIPTION = """\
@@ -71,8 +70,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.sessions < 0 or args.files < 1:
-        raise UsageError("--sessions must be >= 0 and --files >= 1")
     report = simulate(SimulationOptions(
         sessions=args.sessions,
         seed=args.seed,

@@ -20,12 +20,12 @@ import random
 import uuid
 from bisect import bisect_right
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from operator import itemgetter
 from pathlib import Path
-from typing import IO, Final
+from typing import Final
 
 from ..errors import UsageError
 from .catalog import AGENTS, APP_VERSION_WEIGHTS, APP_VERSIONS, MODELS, USERS
@@ -45,7 +45,6 @@ MAX_SESSION_S: Final = 900
 BURST_WINDOW_MS: Final = 90_000  # the sessions of one burst of traffic start within 90 s
 MEAN_BURST: Final = 6
 _FLUSH_LINES: Final = 20_000  # merge a file's buffer once it holds this many lines
-_WRITE_CHUNK: Final = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -196,11 +195,11 @@ class _FileMerger:
         # mtime=0 and no file name in the gzip header: the same seed gives the same bytes.
         self._raw = raw
         self._gz = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=5) if compress else None
-        self._out: IO[bytes] = self._gz if self._gz is not None else raw
+        self._write: Callable[[bytes], int] = (self._gz or raw).write
         self.pending: list[tuple[int, str]] = []
 
     def add(self, session: SimulatedSession) -> None:
-        self.pending.extend(zip(session.times_ms, session.lines))
+        self.pending.extend(zip(session.times_ms, session.lines, strict=True))
 
     def flush_until(self, t_ms: int | None) -> None:
         """Write every buffered line at or before t_ms (all of them when None). A stable sort
@@ -210,7 +209,7 @@ class _FileMerger:
         cut = len(pending) if t_ms is None else bisect_right(pending, t_ms, key=itemgetter(0))
         if cut:
             text = "".join([line for _, line in pending[:cut]])
-            self._out.write(text.encode("utf-8"))
+            self._write(text.encode("utf-8"))
             del pending[:cut]
 
     def close(self) -> None:
