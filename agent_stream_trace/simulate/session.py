@@ -183,8 +183,9 @@ class _Plan:
                 duration, status, summary = int(latency), "error", rng.choice(tool.errors)
             else:
                 duration, status, summary = int(latency), "done", rng.choice(tool.outputs)
-            # The recorder sees the result a moment after the tool measured its own duration.
-            results.append((t0 + duration + rng.randint(0, 3), {
+            # The recorder sees the result a moment after the tool measured its own duration
+            # (and never before the last call of the round was started).
+            results.append((max(t0 + duration + rng.randint(0, 3), t), {
                 "tool_name": tool.name, "tool_use_id": tool_use_id, "output_summary": summary,
                 "duration_ms": duration, "status": status,
             }))
@@ -202,7 +203,7 @@ class _Plan:
                         "details": {"tool_use_id": data["tool_use_id"], "recoverable": True},
                     }))
             elif data["tool_name"] == "create_document":
-                self.events.append((t_done + 1, "creation", {
+                self.events.append((t_done, "creation", {
                     "creation_type": "document", "count": 1, "tool_use_id": data["tool_use_id"],
                     "items": [{"id": f"doc_{rng.getrandbits(48):012x}", "title": "Quarterly summary"}],
                 }))
