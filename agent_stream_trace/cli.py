@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sessions": ("agent_stream_trace.query.sessions_cli", "list sessions, newest first, with filters"),
     "show": ("agent_stream_trace.query.show_cli", "one session's timeline: events, gaps, tool calls, how it ended"),
     "simulate": ("agent_stream_trace.simulate.cli", "write realistic seeded recordings for demos and tests"),
+    "export": ("agent_stream_trace.exporters.cli", "send sessions as OpenTelemetry traces (OTLP) or write Parquet"),
 }
 
 EPILOG = """\
