@@ -168,8 +168,13 @@ class Ingester:
         except OSError:
             return None, False  # vanished between listing and reading: next run sees it
         state = states.get(source.name)
+        final = st.st_mtime < self.now - self.window
         if state is not None and state.size == st.st_size and state.mtime == st.st_mtime:
-            return None, False
+            # Unchanged. Only a last line left unread for want of its newline may still be
+            # due, once the writer has been quiet past the open window.
+            if not (final and not source.gzipped and state.byte_offset < st.st_size):
+                return None, False
+            return state, final
         if state is None or st.st_size < state.size or (
             state.head_hash and _read_head(source.path, state.size) != state.head_hash
         ):
@@ -180,7 +185,6 @@ class Ingester:
         head = _read_head(source.path, st.st_size)
         state.size, state.mtime, state.head_hash = st.st_size, st.st_mtime, head
         states[source.name] = state
-        final = st.st_mtime < self.now - self.window
         return state, final
 
 

@@ -69,7 +69,8 @@ SELECT session_id, side,
     max_by(data, seq) FILTER (WHERE event = 'done') AS done_data,
     max_by(data, seq) FILTER (WHERE event = '_end') AS end_data,
     max(gap) AS max_gap_s,
-    max_by(t, gap) AS max_gap_at_s,
+    -- the first of equally long gaps (ties are common: t is rounded to 1 ms)
+    max_by(t, {'gap': gap, 'first': -seq}) FILTER (WHERE gap IS NOT NULL) AS max_gap_at_s,
     min(gap) AS min_gap
 FROM _ev GROUP BY session_id, side
 """

@@ -1,0 +1,159 @@
+"""Incremental, idempotent and crash-safe: a run's cost follows the new bytes, and kill -9 is harmless."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from agent_stream_trace.ingest.pipeline import IngestOptions, ingest
+from ingest_support import dump, event, header, new_sid, rows, v1_session, write
+
+
+def test_rerun_over_the_same_files_adds_nothing(upstream_sequential, upstream_concurrent, db_path):
+    first = ingest([upstream_sequential, upstream_concurrent], IngestOptions(db=db_path, open_window=0))
+    before = dump(db_path)
+    again = ingest([upstream_sequential, upstream_concurrent], IngestOptions(db=db_path, open_window=0))
+    assert first.events > 0
+    assert (again.lines, again.events, again.files_unchanged, again.sessions_new) == (0, 0, 2, 0)
+    assert dump(db_path) == before
+
+
+def test_appended_lines_are_picked_up_and_an_open_session_becomes_done(tmp_path, db_path):
+    sid = new_sid()
+    path = tmp_path / "live.jsonl"
+    write(path, [header(sid), event(0.1, "token", {"text": "Hel"}, sid=sid, seq=1)])
+    now = time.time()
+    ingest([path], IngestOptions(db=db_path, now=now))
+    assert rows(db_path, "SELECT outcome, end_reason, event_count FROM sessions") == [("open", None, 1)]
+
+    write(path, [event(0.2, "token", {"text": "lo"}, sid=sid, seq=2), event(0.3, "done", {"model": "m"}, sid=sid, seq=3),
+                 event(0.3, "_end", {"reason": "done"}, sid=sid, seq=4)], mode="a")
+    report = ingest([path], IngestOptions(db=db_path, now=now))
+    assert (report.lines, report.events, report.sessions_updated) == (3, 3, 1)
+    assert rows(db_path, "SELECT outcome, end_reason, event_count, token_chars, model FROM sessions") == [
+        ("done", "done", 3, 5, "m")]
+
+
+def test_open_session_turns_synthetic_once_the_file_is_idle_past_the_window(tmp_path, db_path):
+    sid = new_sid()
+    path = write(tmp_path / "crashed.jsonl", [header(sid), event(0.1, "token", {"text": "x"}, sid=sid, seq=1)])
+    mtime = path.stat().st_mtime
+    ingest([path], IngestOptions(db=db_path, open_window=300, now=mtime + 10))
+    assert rows(db_path, "SELECT outcome FROM sessions") == [("open",)]
+    report = ingest([path], IngestOptions(db=db_path, open_window=300, now=mtime + 301))
+    assert report.lines == 0  # no new bytes, yet the row changes
+    assert rows(db_path, "SELECT outcome, end_reason FROM sessions") == [("synthetic_done", "no_end_record")]
+
+
+def test_partial_last_line_waits_inside_the_window_then_becomes_a_reject(tmp_path, db_path):
+    sid = new_sid()
+    path = tmp_path / "writing.jsonl"
+    write(path, [header(sid), event(0.1, "token", {"text": "a"}, sid=sid, seq=1), '{"t": 0.2, "event": "tok'],
+          newline_at_end=False)
+    mtime = path.stat().st_mtime
+    first = ingest([path], IngestOptions(db=db_path, now=mtime + 1))
+    assert (first.lines, first.rejected) == (2, 0)  # the partial line is left for later
+    second = ingest([path], IngestOptions(db=db_path, now=mtime + 1000))
+    assert second.lines == 1
+    assert rows(db_path, "SELECT line_no, reason FROM rejects") == [
+        (3, "truncated: last line has no newline and is not complete JSON")]
+
+
+def test_partial_line_completed_by_the_writer_is_read_as_one_line(tmp_path, db_path):
+    sid = new_sid()
+    path = tmp_path / "writing.jsonl"
+    done = event(0.2, "done", {}, sid=sid, seq=2)
+    write(path, [header(sid), event(0.1, "token", {"text": "a"}, sid=sid, seq=1), done[:10]], newline_at_end=False)
+    now = path.stat().st_mtime + 1
+    ingest([path], IngestOptions(db=db_path, now=now))
+    with open(path, "a") as f:
+        f.write(done[10:] + "\n")
+    ingest([path], IngestOptions(db=db_path, now=now))
+    assert rows(db_path, "SELECT count(*) FROM rejects") == [(0,)]
+    assert rows(db_path, "SELECT outcome FROM sessions") == [("done",)]
+
+
+def test_same_session_in_two_files_is_stored_once(tmp_path, db_path):
+    sid = new_sid()
+    lines = v1_session(sid, [(0.1, "token", {"text": "hi"}), (0.2, "done", {})])
+    a = write(tmp_path / "a.jsonl", lines)
+    b = write(tmp_path / "b.jsonl", lines)
+    write(tmp_path / "c.jsonl", lines[:2])  # a partial copy
+    report = ingest([tmp_path], IngestOptions(db=db_path, open_window=0))
+    assert report.duplicates == 3 + 1  # b repeats a's three events, c its first one
+    assert rows(db_path, "SELECT count(*), min(source_file) FROM sessions") == [(1, str(a.resolve()))]
+    assert rows(db_path, "SELECT count(*) FROM events") == [(3,)]
+    assert b.exists()
+
+
+def test_a_replaced_file_is_read_again_from_the_start(tmp_path, db_path):
+    s1, s2 = new_sid(), new_sid()
+    path = write(tmp_path / "rotated.jsonl", v1_session(s1, [(0.1, "done", {})]) + ["{bad"])
+    ingest([path], IngestOptions(db=db_path, open_window=0))
+    write(path, v1_session(s2, [(0.1, "done", {})]))  # rotated: a new file under the old name
+    ingest([path], IngestOptions(db=db_path, open_window=0))
+    assert sorted(r[0] for r in rows(db_path, "SELECT session_id FROM sessions")) == sorted([s1, s2])
+    assert rows(db_path, "SELECT count(*) FROM rejects") == [(0,)]  # the old file's rejects went with it
+
+
+def test_stdin_is_read_whole(upstream_sequential, db_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent_stream_trace.ingest.cli", "-", "--db", str(db_path), "--open-window", "0"],
+        input=upstream_sequential.read_bytes(), capture_output=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert rows(db_path, "SELECT count(*), min(source_file) FROM sessions") == [(25, "<stdin>")]
+
+
+KILL_CHILD = textwrap.dedent("""
+    import sys
+    from agent_stream_trace.ingest.pipeline import IngestOptions, ingest
+    def progress(done, total):
+        print(done, flush=True)
+    ingest([sys.argv[1]], IngestOptions(db=sys.argv[2], open_window=0, batch_bytes=int(sys.argv[3]), progress=progress))
+    print("finished", flush=True)
+""")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    from agent_stream_trace.simulate.generator import SimulationOptions, simulate
+
+    out = tmp_path_factory.mktemp("corpus")
+    simulate(SimulationOptions(sessions=400, seed=7, out=out, files=3, synthetic_done_rate=0.2))
+    (out / "broken.jsonl").write_bytes(b'{"t": 1}\n\xff\xfe\n' + (Path(__file__).parent / "fixtures/upstream/concurrent.jsonl").read_bytes())
+    return out
+
+
+@pytest.mark.parametrize("kill_after_reports", [1, 3, 6])
+def test_kill_9_at_any_moment_then_rerun_gives_the_clean_database(corpus, tmp_path, kill_after_reports):
+    clean = tmp_path / "clean.duckdb"
+    ingest([corpus], IngestOptions(db=clean, open_window=0, batch_bytes=256 << 10))
+
+    killed = tmp_path / "killed.duckdb"
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILL_CHILD, str(corpus), str(killed), str(256 << 10)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    seen = 0
+    assert child.stdout is not None
+    for line in child.stdout:  # each line: a block was read; the kill lands wherever the child is
+        seen += 1
+        if seen >= kill_after_reports or line.startswith("finished"):
+            break
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    assert child.returncode == -signal.SIGKILL
+
+    ingest([corpus], IngestOptions(db=killed, open_window=0, batch_bytes=256 << 10))
+    got, want = dump(killed), dump(clean)
+    for table in want:
+        assert set(got[table]) ^ set(want[table]) == set(), table
+    assert got == want
