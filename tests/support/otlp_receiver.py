@@ -33,6 +33,7 @@ class Receiver:
     requests: int = 0  # every request received, failed ones included
     accepted_spans: int = 0
     received: list[ExportTraceServiceRequest] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)  # of each HTTP request / gRPC call
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -75,6 +76,8 @@ def _http_handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:  # noqa: N802
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            with receiver.lock:
+                receiver.headers.append({k.lower(): v for k, v in self.headers.items()})
             answer = receiver._next_answer()
             if isinstance(answer, int) and answer >= 300:
                 self.send_response(answer)
@@ -102,6 +105,8 @@ def _http_handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
 def _grpc_servicer(receiver: Receiver) -> Any:
     class Servicer(trace_service_pb2_grpc.TraceServiceServicer):
         def Export(self, request: Any, context: Any) -> Any:  # noqa: N802
+            with receiver.lock:
+                receiver.headers.append(dict(context.invocation_metadata()))
             answer = receiver._next_answer()
             if isinstance(answer, grpc.StatusCode):
                 context.abort(answer, f"scripted {answer.name}")

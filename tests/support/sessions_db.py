@@ -185,3 +185,20 @@ def simulated_specs(n: int, *, seed: int = 7, start: datetime = BASE_TIME, tools
              started_at=start + timedelta(seconds=3 * i), attrs={"route": "/chat"})
         for i in range(n)
     ]
+
+
+def session_trace(events: Sequence[Event], *, session_id: str | None = None, side: str = "server",
+                  started_at: datetime = BASE_TIME, outcome: str | None = None, end_reason: str | None = None,
+                  attribution: str = "exact", attrs: dict[str, Any] | None = None) -> Any:
+    """The SessionTrace `load_session_traces` would read for these events, built without a database."""
+    from agent_stream_trace.session import EventRow, SessionTrace, ToolCallRow
+
+    session, event_rows, tool_rows = _rows(
+        session_id or str(uuid.uuid4()), side, started_at, events, outcome=outcome, end_reason=end_reason,
+        attribution=attribution, attrs=attrs or {}, source_file="test.jsonl")
+    session["attrs"] = attrs or {}
+    return SessionTrace(
+        session,
+        tuple(EventRow(r[2], r[3], r[4], json.loads(r[5])) for r in event_rows),
+        tuple(ToolCallRow(*r[2:]) for r in sorted(tool_rows, key=lambda r: (r[4], r[2]))),
+    )

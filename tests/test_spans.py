@@ -1,0 +1,155 @@
+"""The session → span mapping, tested by value (ARCHITECTURE.md "Session → span mapping")."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from support.sessions_db import BASE_TIME, add_sessions, scenario, session_trace, simulated_specs
+
+from agent_stream_trace.db import connect
+from agent_stream_trace.exporters.otlp_encode import RequestEncoder, encode_request_reference
+from agent_stream_trace.session import load_session_traces
+from agent_stream_trace.spans import resource_attributes, session_spans, span_id_for
+
+SID = "948ef008-264d-4441-b621-814af4412474"
+BASE_NS = int(BASE_TIME.timestamp()) * 1_000_000_000 + BASE_TIME.microsecond * 1000
+
+
+def by_name(spans, prefix):
+    return [s for s in spans if s.name.startswith(prefix)]
+
+
+def all_values(spans):
+    for s in spans:
+        yield s.name
+        yield s.status_message
+        yield from (str(v) for v in s.attributes.values())
+        for e in s.events:
+            yield from (str(v) for v in e.attributes.values())
+
+
+def test_trace_id_is_the_session_uuid_and_ids_are_deterministic():
+    trace = session_trace(scenario("tools"), session_id=SID)
+    first, again = session_spans(trace), session_spans(trace)
+    assert first == again
+    assert {s.trace_id for s in first} == {uuid.UUID(SID).bytes}
+    assert len({s.span_id for s in first}) == len(first)
+    root = first[0]
+    assert root.parent_span_id is None and root.span_id == span_id_for(SID, "server", "root", 0)
+    assert all(s.parent_span_id == root.span_id for s in first[1:])
+
+
+def test_root_turn_and_tool_spans_of_a_tool_session():
+    events = scenario("tools", tools=2)
+    trace = session_trace(events, session_id=SID, attrs={"agent_name": "researcher", "route": "/chat"})
+    spans = session_spans(trace)
+    root = spans[0]
+    assert root.name == "invoke_agent researcher"
+    assert root.start_ns == BASE_NS
+    assert root.end_ns == BASE_NS + round(events[-1][0] * 1e6) * 1000
+    a = root.attributes
+    assert a["gen_ai.operation.name"] == "invoke_agent"
+    assert a["gen_ai.conversation.id"] == a["session.id"] == SID
+    assert a["openinference.span.kind"] == "AGENT"
+    assert a["gen_ai.request.stream"] is True
+    assert a["gen_ai.response.model"] == "claude-sonnet-4-6"
+    first_token_t = next(t for t, name, _ in events if name == "token")
+    assert a["gen_ai.response.time_to_first_chunk"] == a["gen_ai.client.operation.time_to_first_chunk"] == first_token_t
+    assert a["agent_stream.outcome"] == "done" and a["agent_stream.synthetic_done"] is False
+    assert a["agent_stream.attrs.route"] == "/chat"
+    assert root.status == "ok"
+
+    # Turn 1 starts at the first event; each `turn` event starts the next.
+    turn_starts = [events[0][0]] + [t for t, name, _ in events if name == "turn"]
+    chats = by_name(spans, "chat ")
+    assert [c.name for c in chats] == ["chat claude-sonnet-4-6"] * 3
+    assert [c.start_ns for c in chats] == [BASE_NS + round(t * 1e6) * 1000 for t in turn_starts]
+    assert [c.attributes["agent_stream.turn_number"] for c in chats] == [1, 2, 3]
+    assert all(c.attributes["openinference.span.kind"] == "LLM" for c in chats)
+    assert chats[0].end_ns == chats[1].start_ns and chats[-1].end_ns == root.end_ns
+    assert "langfuse.observation.completion_start_time" in chats[0].attributes
+    assert [e.name for e in chats[0].events] == ["thinking"]
+
+    tools = by_name(spans, "execute_tool")
+    uses = [(t, d) for t, name, d in events if name == "tool_use"]
+    assert [s.name for s in tools] == [f"execute_tool {d['tool_name']}" for _, d in uses]
+    assert [s.attributes["gen_ai.tool.call.id"] for s in tools] == [d["tool_use_id"] for _, d in uses]
+    assert [s.attributes["gen_ai.tool.name"] for s in tools] == [d["tool_name"] for _, d in uses]
+    assert all(s.attributes["openinference.span.kind"] == "TOOL" and s.status == "ok" for s in tools)
+    assert [s.start_ns for s in tools] == [BASE_NS + round(t * 1e6) * 1000 for t, _ in uses]
+
+
+def test_failures_are_error_statuses_with_clear_messages():
+    orphan = session_spans(session_trace(scenario("orphan")))
+    root = orphan[0]
+    assert root.status == "error" and "ended without done" in root.status_message
+    assert root.attributes["agent_stream.synthetic_done"] is True
+    orphaned = by_name(orphan, "execute_tool")[-1]
+    assert orphaned.status == "error" and "orphaned" in orphaned.status_message
+    assert orphaned.end_ns == root.end_ns  # an orphaned call lasts until the session ended
+
+    tool_error = by_name(session_spans(session_trace(scenario("tool_error"))), "execute_tool")
+    assert tool_error[0].status == "error" and "status=error" in tool_error[0].status_message
+    assert tool_error[1].status == "ok"
+
+    errored = session_spans(session_trace(scenario("error_then_done")))
+    assert errored[0].status == "error" and "rate_limit: slow down" in errored[0].status_message
+    chat = by_name(errored, "chat")[0]
+    error_event = next(e for e in chat.events if e.name == "error")
+    assert error_event.attributes["exception.type"] == "rate_limit"
+    assert chat.status == "error"
+
+    still_open = session_spans(session_trace(scenario("crash"), outcome="open"))
+    assert still_open[0].status == "unset"
+
+
+def test_progress_and_creation_become_span_events():
+    spans = session_spans(session_trace(scenario("progress")))
+    chat = by_name(spans, "chat")[0]
+    names = [e.name for e in chat.events]
+    assert names == ["thinking", "progress", "creation"]
+    progress = chat.events[1]
+    assert progress.attributes["agent_stream.progress.percentage"] == 40
+    assert all(chat.start_ns <= e.time_ns <= chat.end_ns for e in chat.events)
+
+
+def test_content_only_with_opt_in():
+    trace = session_trace(scenario("tools"))
+    plain = list(all_values(session_spans(trace)))
+    assert not any("word0" in v or "query #0" in v or "look this up" in v or "1 results" in v for v in plain)
+    rich = session_spans(trace, include_content=True)
+    values = list(all_values(rich))
+    assert any("word0" in v for v in values)  # token text
+    assert any("look this up" in v for v in values)  # thinking text
+    tool = by_name(rich, "execute_tool")[0]
+    assert tool.attributes["input.value"] == "query #0" and tool.attributes["output.value"] == "1 results"
+
+
+def test_encoder_writes_what_the_official_protobuf_classes_write(db_path):
+    con = connect(db_path)
+    add_sessions(con, simulated_specs(21))
+    spans = [s for t in load_session_traces(con) for s in session_spans(t, include_content=True)]
+    resource = resource_attributes("svc", "proj")
+    payload = RequestEncoder(resource, scope_version="9").encode(spans)
+    assert payload == encode_request_reference(spans, resource, scope_version="9").SerializeToString()
+
+
+def test_loader_reads_every_session_with_its_rows(db_path):
+    con = connect(db_path)
+    specs = simulated_specs(30)
+    add_sessions(con, specs)
+    traces = list(load_session_traces(con, batch_size=4))
+    assert [t.session_id for t in traces] == [s["session_id"] for s in specs]
+    for trace, spec in zip(traces, specs):
+        assert [(e.t, e.event, e.data) for e in trace.events] == [tuple(e) for e in spec["events"]]
+        assert len(trace.tool_calls) == sum(1 for e in spec["events"] if e[1] == "tool_use")
+        assert trace.started_ns == int(spec["started_at"].timestamp()) * 10**9 + spec["started_at"].microsecond * 1000
+
+
+@pytest.mark.parametrize("kind", ["plain", "tools", "orphan", "crash"])
+def test_ambiguous_sessions_are_left_out_unless_asked(db_path, kind):
+    con = connect(db_path)
+    add_sessions(con, [dict(events=scenario(kind), session_id=SID, attribution="ambiguous")])
+    assert list(load_session_traces(con)) == []
+    assert [t.session_id for t in load_session_traces(con, include_ambiguous=True)] == [SID]
