@@ -8,7 +8,8 @@
 The stream is sacred: every item is yielded unchanged, at once. On the event loop the hook
 only reads the clock and appends to a queue; parsing, serialising and writing happen on the
 recorder's writer thread (see writer.py). When the queue is full (the disk is far slower
-than the stream) items are dropped from the recording and counted, never waited for.
+than the stream) items are dropped from the recording and counted, never waited for; the
+session's start, its `done` and its end are never dropped.
 Recording errors are logged and counted in `stats()`, never raised into the stream.
 """
 
@@ -29,6 +30,7 @@ from ..errors import UsageError
 from .redaction import Redactor
 from .sampling import check_rate, sampled_in
 from .sinks import Rotation, make_sink
+from .sse import carries_done
 from .stats import Counters, RecorderStats
 from .writer import START, EndMark, SessionState, Writer
 
@@ -151,7 +153,8 @@ class TraceRecorder:
         try:
             async for item in source:
                 # The whole per-item cost on the event loop: a clock read and an append.
-                if len(queue) < cap:
+                if len(queue) < cap or carries_done(item):
+                    # (a done is never dropped: the session's outcome depends on it)
                     queue.append((sess, clock(), item))
                 else:
                     sess.dropped += 1

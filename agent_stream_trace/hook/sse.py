@@ -117,6 +117,16 @@ def fast_event(text: str) -> tuple[str, str] | None:
     return text[7:nl], data
 
 
+def carries_done(chunk: object) -> bool:
+    """Whether a chunk holds a `done` event: cheap enough for the event loop's drop path,
+    where it decides what is never dropped (the session's outcome depends on it)."""
+    if isinstance(chunk, str):
+        return chunk.startswith("event: done") or "\nevent: done" in chunk or "\revent: done" in chunk
+    if isinstance(chunk, (bytes, bytearray)):
+        return chunk.startswith(b"event: done") or b"\nevent: done" in chunk or b"\revent: done" in chunk
+    return False
+
+
 class SSEParser:
     """Incremental parser for one session's stream. `feed` and `close` never raise."""
 
