@@ -1,0 +1,185 @@
+"""`export otlp` against a real OTLP receiver on 127.0.0.1 (HTTP and gRPC)."""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+import pytest
+from support.otlp_receiver import dead_endpoint, running_receiver
+from support.sessions_db import add_session, add_sessions, scenario, simulated_specs
+
+from agent_stream_trace.cli import main
+from agent_stream_trace.db import connect
+from agent_stream_trace.errors import ExportError
+from agent_stream_trace.exporters.otlp import OtlpExportOptions, export_otlp
+from agent_stream_trace.session import load_session_traces
+from agent_stream_trace.spans import session_spans
+
+PROTOCOLS = ["http/protobuf", "grpc"]
+
+
+@pytest.fixture
+def receiver():
+    with running_receiver() as r:
+        yield r
+
+
+@pytest.fixture
+def con(db_path):
+    con = connect(db_path)
+    add_sessions(con, simulated_specs(14))
+    yield con
+    con.close()
+
+
+def endpoint(receiver, protocol):
+    return receiver.http_endpoint if protocol == "http/protobuf" else receiver.grpc_endpoint
+
+
+def expected_spans(con, include_content=False):
+    return [s for t in load_session_traces(con) for s in session_spans(t, include_content=include_content)]
+
+
+def marked(con):
+    return con.execute("SELECT count(*) FROM _export_otlp_sent").fetchone()[0]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_sends_every_span_once_and_rerun_sends_nothing(con, receiver, protocol):
+    options = OtlpExportOptions(endpoint=endpoint(receiver, protocol), protocol=protocol, request_spans=20)
+    report = export_otlp(con, options)
+    expected = expected_spans(con)
+    got = receiver.spans()
+    assert report.spans == len(expected) == len(got) and report.sessions == 14
+    assert sorted(s.span_id for s in got) == sorted(s.span_id for s in expected)
+    assert report.requests > 1  # sessions were split over several requests, none lost
+    assert marked(con) == 14
+
+    again = export_otlp(con, options)
+    assert (again.spans, again.unchanged) == (0, 14)
+    assert len(receiver.spans()) == len(expected)
+
+
+def test_a_changed_session_is_sent_again_alone(db_path, receiver):
+    con = connect(db_path)
+    add_sessions(con, simulated_specs(5))
+    sid = add_session(con, scenario("crash"), outcome="open")
+    options = OtlpExportOptions(endpoint=receiver.http_endpoint)
+    assert export_otlp(con, options).sessions == 6
+    # The open session completes: same id, new version.
+    add_session(con, scenario("tools"), session_id=sid)
+    report = export_otlp(con, options)
+    assert (report.sessions, report.unchanged) == (1, 5)
+    resent = receiver.received[-1].resource_spans[0].scope_spans[0].spans
+    assert {bytes(s.trace_id).hex() for s in resent} == {sid.replace("-", "")}
+
+
+def test_all_resends_with_the_same_ids(con, receiver):
+    options = OtlpExportOptions(endpoint=receiver.http_endpoint)
+    export_otlp(con, options)
+    first = [(s.trace_id, s.span_id, s.name) for s in receiver.spans()]
+    receiver.received.clear()
+    report = export_otlp(con, OtlpExportOptions(endpoint=receiver.http_endpoint, resend_all=True))
+    assert report.sessions == 14
+    assert [(s.trace_id, s.span_id, s.name) for s in receiver.spans()] == first
+
+
+def test_no_token_text_without_include_content(con, receiver):
+    export_otlp(con, OtlpExportOptions(endpoint=receiver.http_endpoint))
+    plain = b"".join(r.SerializeToString() for r in receiver.received)
+    assert b"word0" not in plain and b"query #0" not in plain and b"look this up" not in plain
+    receiver.received.clear()
+    # Content opt-in is a different version of each session: sent again without --all.
+    report = export_otlp(con, OtlpExportOptions(endpoint=receiver.http_endpoint, include_content=True))
+    assert report.sessions == 14
+    rich = b"".join(r.SerializeToString() for r in receiver.received)
+    assert b"word0" in rich and b"query #0" in rich
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_dead_endpoint_fails_clearly_and_marks_nothing(con, protocol):
+    options = OtlpExportOptions(endpoint=dead_endpoint(), protocol=protocol, timeout_s=1.5)
+    with pytest.raises(ExportError, match="could not deliver"):
+        export_otlp(con, options)
+    assert marked(con) == 0
+
+
+def test_http_400_is_an_answer_not_retried(con, receiver):
+    receiver.script = [400]
+    with pytest.raises(ExportError, match="HTTP 400"):
+        export_otlp(con, OtlpExportOptions(endpoint=receiver.http_endpoint))
+    assert receiver.requests == 1  # no retry storm, and no further request after the refusal
+    assert marked(con) == 0
+
+
+def test_503_then_success_is_retried_and_delivered_once(con, receiver):
+    receiver.script = [503]
+    receiver.retry_after = "0"
+    report = export_otlp(con, OtlpExportOptions(endpoint=receiver.http_endpoint))
+    spans = receiver.spans()
+    assert receiver.requests == 2
+    assert report.spans == len(spans) == len({s.span_id for s in spans}) == len(expected_spans(con))
+    assert marked(con) == 14
+
+
+def test_grpc_unavailable_then_success(con, receiver):
+    receiver.script = [grpc.StatusCode.UNAVAILABLE]
+    report = export_otlp(con, OtlpExportOptions(endpoint=receiver.grpc_endpoint, protocol="grpc"))
+    assert receiver.requests == 2 and report.spans == len(receiver.spans()) == len(expected_spans(con))
+
+
+def test_grpc_invalid_argument_is_not_retried(con, receiver):
+    receiver.script = [grpc.StatusCode.INVALID_ARGUMENT]
+    with pytest.raises(ExportError, match="INVALID_ARGUMENT"):
+        export_otlp(con, OtlpExportOptions(endpoint=receiver.grpc_endpoint, protocol="grpc"))
+    assert receiver.requests == 1 and marked(con) == 0
+
+
+def test_standard_env_vars_decide_without_flags(con, receiver, monkeypatch):
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.http_endpoint)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-honeycomb-team=secret")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "my-agent")
+    export_otlp(con)
+    assert receiver.headers and all(h.get("x-honeycomb-team") == "secret" for h in receiver.headers)
+    resource = {kv.key: kv.value.string_value for kv in receiver.resources()[0].attributes}
+    assert resource == {"service.name": "my-agent", "openinference.project.name": "my-agent"}
+
+
+def test_cli_sends_then_reports_nothing_new(db_path, receiver, capsys):
+    con = connect(db_path)
+    add_sessions(con, simulated_specs(7))
+    con.close()
+    argv = ["export", "otlp", "--db", str(db_path), "--endpoint", receiver.grpc_endpoint, "--protocol", "grpc",
+            "--header", "authorization=Bearer t"]
+    assert main(argv) == 0
+    assert "sent" in capsys.readouterr().out
+    assert receiver.headers[0].get("authorization") == "Bearer t"
+    count = len(receiver.spans())
+    assert main(argv) == 0
+    assert "sent 0 spans" in capsys.readouterr().out and len(receiver.spans()) == count
+
+
+def test_cli_dry_run_json_sends_nothing(db_path, receiver, capsys):
+    con = connect(db_path)
+    sid = add_session(con, scenario("tools"))
+    con.close()
+    code = main(["export", "otlp", "--db", str(db_path), "--endpoint", receiver.http_endpoint,
+                 "--dry-run", "--format", "json", "--session", sid])
+    assert code == 0
+    spans = json.loads(capsys.readouterr().out)
+    assert spans[0]["trace_id"] == sid.replace("-", "") and spans[0]["name"] == "invoke_agent"
+    assert receiver.requests == 0
+    con = connect(db_path)
+    assert marked(con) == 0
+
+
+def test_cli_unreachable_is_one_line_and_exit_1(db_path, capsys):
+    con = connect(db_path)
+    add_session(con, scenario("plain"))
+    con.close()
+    code = main(["export", "otlp", "--db", str(db_path), "--endpoint", dead_endpoint(), "--timeout", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert err[0].startswith("error: could not deliver") and err[1].startswith("hint:") and len(err) == 2
