@@ -31,12 +31,13 @@ def require_metrics(con: duckdb.DuckDBPyConnection) -> None:
     a read-write open of the database upgrades it once, for every client.
     """
     try:
-        row = con.execute(
+        # fetchall, not fetchone: DuckDB 2 keeps a half-read result open on the connection.
+        rows = con.execute(
             "SELECT count(*) FROM _schema_migrations WHERE name = ?", [METRICS_MIGRATION]
-        ).fetchone()
+        ).fetchall()
     except duckdb.CatalogException:
-        row = None
-    if not row or row[0] == 0:
+        rows = []
+    if not rows or rows[0][0] == 0:
         raise DatabaseError(
             "this database has no metric views yet (it was created by an older version)",
             hint="run agent-stream-ingest once (any path, e.g. an empty directory) to upgrade it",

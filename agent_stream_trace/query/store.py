@@ -86,10 +86,12 @@ class TraceStore:
     ) -> None:
         self.db_path = resolve_db_path(db) if connection is None else None
         self.stall_threshold_s = resolve_stall_threshold(stall_threshold_s)
-        self._con = connection
+        # A cursor of the caller's connection: same database, but our queries never trip
+        # over a result the caller has not fetched yet (DuckDB refuses to interleave them).
+        self._con = connection.cursor() if connection is not None else None
         self._owned = False
-        if connection is not None:
-            require_metrics(connection)
+        if self._con is not None:
+            require_metrics(self._con)
 
     @classmethod
     def from_connection(
