@@ -15,6 +15,7 @@ import pyarrow as pa
 from .reader import Block
 
 PIECE_BYTES = 1 << 20
+PIECES_PER_BATCH = 2
 
 
 def pieces_table(blocks: list[Block], file_ids: list[int]) -> pa.Table:
@@ -49,7 +50,7 @@ def pieces_table(blocks: list[Block], file_ids: list[int]) -> pa.Table:
             )
         )
     chunk_col = pa.chunked_array(chunks, type=pa.large_binary())
-    return pa.table(
+    table = pa.table(
         {
             "file_id": pa.array(ids, pa.int32()),
             "base": pa.array(bases, pa.int64()),
@@ -57,3 +58,5 @@ def pieces_table(blocks: list[Block], file_ids: list[int]) -> pa.Table:
             "chunk": chunk_col,
         }
     )
+    # Small record batches: DuckDB scans Arrow batches in parallel, one thread per batch.
+    return pa.Table.from_batches(table.to_batches(max_chunksize=PIECES_PER_BATCH), schema=table.schema)

@@ -1,0 +1,153 @@
+"""Ingest speed against baselines measured in the same run (machines here are noisy).
+
+    python benchmarks/ingest.py [--sessions 20000] [--keep DIR]
+
+(a) DuckDB's own CREATE TABLE AS SELECT * FROM read_json(...) of the same files: the floor
+    for parsing and storing them;
+(b) a plain json.loads-per-line loader into DuckDB via Arrow;
+(c) our full ingest (the agent-stream-ingest CLI, as users run it).
+Prints lines/s, c/a (target <= 1.5), b/c (target >= 4) and the peak RSS of (c) (target <= 1 GB).
+Then the cron case: a second run over the unchanged corpus and a run after appending 1% more
+lines, each net of a no-op run (an empty directory: process start-up), as a share of (c) net
+of the same start-up (target: each under 5%).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from agent_stream_trace.simulate.generator import SimulationOptions, simulate
+
+
+def count_lines(files: list[Path]) -> int:
+    n = 0
+    for f in files:
+        with open(f, "rb") as fh:
+            n += sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
+    return n
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def duckdb_read_json(files: list[Path], db: Path) -> None:
+    con = duckdb.connect(str(db))
+    con.execute(
+        "CREATE TABLE raw AS SELECT * FROM read_json(?, format = 'newline_delimited')",
+        [[str(f) for f in files]],
+    )
+    con.close()
+
+
+def json_loads_loader(files: list[Path], db: Path, batch: int = 200_000) -> None:
+    con = duckdb.connect(str(db))
+    con.execute(
+        "CREATE TABLE lines (source_file VARCHAR, line_no BIGINT, session VARCHAR, started_at VARCHAR,"
+        " t DOUBLE, event VARCHAR, data JSON, sid VARCHAR, seq BIGINT)"
+    )
+    cols: dict[str, list] = {k: [] for k in ("source_file", "line_no", "session", "started_at", "t", "event", "data", "sid", "seq")}
+
+    def flush() -> None:
+        batch_table = pa.table(cols)  # noqa: F841 (scanned by name below)
+        con.execute("INSERT INTO lines SELECT * FROM batch_table")
+        for v in cols.values():
+            v.clear()
+
+    for f in files:
+        with open(f, encoding="utf-8") as fh:
+            for i, line in enumerate(fh, 1):
+                rec = json.loads(line)
+                cols["source_file"].append(str(f))
+                cols["line_no"].append(i)
+                cols["session"].append(rec.get("session"))
+                cols["started_at"].append(rec.get("started_at"))
+                cols["t"].append(rec.get("t"))
+                cols["event"].append(rec.get("event"))
+                data = rec.get("data")
+                cols["data"].append(None if data is None else json.dumps(data))
+                cols["sid"].append(rec.get("sid"))
+                cols["seq"].append(rec.get("seq"))
+                if len(cols["t"]) >= batch:
+                    flush()
+    if cols["t"]:
+        flush()
+    con.close()
+
+
+def cli_ingest(paths: list[Path], db: Path) -> float:
+    cmd = [sys.executable, "-m", "agent_stream_trace.ingest.cli", *map(str, paths), "--db", str(db),
+           "--no-progress", "-q", "--open-window", "0"]
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sessions", type=int, default=20_000)
+    parser.add_argument("--files", type=int, default=8)
+    parser.add_argument("--keep", type=Path, help="work directory to keep (default: a temporary one)")
+    args = parser.parse_args()
+
+    work = args.keep or Path(tempfile.mkdtemp(prefix="ast-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    corpus = work / "traces"
+    if not corpus.exists():
+        t = timed(lambda: simulate(SimulationOptions(sessions=args.sessions, seed=1, out=corpus, files=args.files)))
+        print(f"simulated {args.sessions:,} sessions in {t:.1f} s")
+    files = sorted(corpus.glob("*.jsonl"))
+    lines = count_lines(files)
+    size = sum(f.stat().st_size for f in files)
+    print(f"corpus: {len(files)} files, {lines:,} lines, {size / 1e6:,.0f} MB")
+
+    for name in ("a.duckdb", "b.duckdb", "c.duckdb", "noop.duckdb"):
+        (work / name).unlink(missing_ok=True)
+    a = timed(lambda: duckdb_read_json(files, work / "a.duckdb"))
+    b = timed(lambda: json_loads_loader(files, work / "b.duckdb"))
+    c = cli_ingest([corpus], work / "c.duckdb")
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+    empty = work / "empty"
+    empty.mkdir(exist_ok=True)
+    noop = min(cli_ingest([empty], work / "noop.duckdb") for _ in range(3))
+    second = cli_ingest([corpus], work / "c.duckdb")
+
+    extra = work / "extra"
+    shutil.rmtree(extra, ignore_errors=True)
+    simulate(SimulationOptions(sessions=max(args.sessions // 100, 1), seed=2, out=extra, files=args.files))
+    for src, dst in zip(sorted(extra.glob("*.jsonl")), files):
+        with open(dst, "ab") as out:
+            out.write(src.read_bytes())
+    appended = cli_ingest([corpus], work / "c.duckdb")
+
+    print()
+    print(f"(a) duckdb read_json CTAS   {a:7.2f} s  {lines / a:>12,.0f} lines/s")
+    print(f"(b) json.loads per line     {b:7.2f} s  {lines / b:>12,.0f} lines/s")
+    print(f"(c) agent-stream-ingest     {c:7.2f} s  {lines / c:>12,.0f} lines/s  peak RSS {peak_mb:,.0f} MB")
+    print(f"    c/a = {c / a:.2f}  (target <= 1.5)    b/c = {b / c:.2f}  (target >= 4)")
+    base = c - noop
+    print(f"no-op run (start-up)        {noop:7.2f} s")
+    print(f"second run, unchanged       {second:7.2f} s  net {100 * (second - noop) / base:5.1f}% of first run (target < 5%)")
+    print(f"run after appending 1%      {appended:7.2f} s  net {100 * (appended - noop) / base:5.1f}% of first run (target < 5%)")
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("AGENT_STREAM_OPEN_WINDOW", "0")
+    main()
