@@ -30,6 +30,6 @@ def sampled_in(session_id: str, rate: float) -> bool:
         return True
     if rate <= 0.0:
         return False
-    # The last 64 bits of a uuid4 are random (bar the variant bits, which sit higher up).
-    low = uuid.UUID(session_id).int & 0xFFFF_FFFF_FFFF_FFFF
-    return low < rate * 2**64
+    # The low 62 bits of a uuid4 are random; the two above them are the fixed variant bits.
+    low = uuid.UUID(session_id).int & (2**62 - 1)
+    return low < rate * 2**62

@@ -55,6 +55,9 @@ class Sink(Protocol):
     def rotate_if_due(self) -> bool:
         """Close the current file if the rotation policy says so; True when it did."""
 
+    def room(self) -> int | None:
+        """Bytes the current file may still take before size rotation; None without it."""
+
     def close(self) -> None: ...
 
     def describe(self) -> str: ...
@@ -105,6 +108,11 @@ class _FdSink:
                 os.close(fd)
             except OSError:
                 pass
+
+    def room(self) -> int | None:
+        if self.rotation.max_bytes is None:
+            return None
+        return self.rotation.max_bytes - (self._size if self._fd is not None else 0)
 
     def _due(self) -> bool:
         return self._fd is not None and self.rotation.due(self._size, self._opened_at, time.monotonic())
@@ -201,6 +209,9 @@ class StreamSink:
 
     def rotate_if_due(self) -> bool:
         return False
+
+    def room(self) -> int | None:
+        return None
 
     def close(self) -> None:
         flush = getattr(self.stream, "flush", None)

@@ -141,7 +141,7 @@ class Writer:
         while True:
             stopping = self._stop.is_set()
             self._guarded(self._drain)
-            self._guarded(self._maybe_rotate)
+            self._guarded(self._maybe_rotate)  # time rotation happens when idle too
             if stopping:
                 break
             self.wake.wait(self.flush_interval)
@@ -161,13 +161,24 @@ class Writer:
             out: list[str] = []
             touched: dict[str, SessionState] = {}
             flushes: list[FlushMark] = []
+            # With size rotation, a batch ends where the file would be full, so files stay
+            # close to max_bytes (over by at most one line) however fast the stream is.
+            room = self.sink.room()
+            chars = counted = 0
             for _ in range(min(len(queue), MAX_BATCH)):
                 sess, t, payload = queue.popleft()
                 if sess is None:
                     flushes.append(payload)
                 else:
                     self._process(sess, t, payload, out, touched)
+                if room is not None:
+                    while counted < len(out):
+                        chars += len(out[counted])
+                        counted += 1
+                    if chars >= room:
+                        break
             self._write(out, touched)
+            self._maybe_rotate()
             for mark in flushes:
                 mark.done.set()
             if queue:
