@@ -19,7 +19,8 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -109,12 +110,38 @@ def make_worker_app() -> FastAPI:
     """For `uvicorn --factory --workers N`: each worker records into $HOOK_TEST_RECORDINGS/."""
     recorder = TraceRecorder(os.environ[ENV_DIR] + "/")
     app = make_app(recorder)
-
-    @app.on_event("shutdown")
-    def _close() -> None:
-        recorder.close()
-
+    app.router.lifespan_context = _closing(recorder)
     return app
+
+
+def _closing(recorder: TraceRecorder) -> Any:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        recorder.close()  # graceful shutdown: everything buffered is written
+
+    return lifespan
+
+
+def append_worker(path: str, sessions: int, events: int) -> None:
+    """One process of the shared-file test: many concurrent sessions appending to `path`.
+    It says it is ready (`<path>.ready-<pid>`) and starts when `<path>.go` appears, so the
+    processes really write at the same time."""
+    Path(f"{path}.ready-{os.getpid()}").touch()
+    deadline = time.monotonic() + 30
+    while not Path(f"{path}.go").exists() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    recorder = TraceRecorder(path, flush_interval_s=0.002)
+
+    async def one(seed: int) -> None:
+        async for _ in recorder.record(scenario("plain", events, 0.0, seed), pid=os.getpid()):
+            pass
+
+    async def main() -> None:
+        await asyncio.gather(*(one(seed) for seed in range(sessions)))
+
+    asyncio.run(main())
+    recorder.close()
 
 
 def free_port() -> int:
