@@ -15,6 +15,7 @@ from .cli_support import run_guarded
 
 # name -> (module, one-line summary shown by `agent-stream-trace --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("agent_stream_trace.demo", "simulate sample traces, ingest them, print the health report"),
     "ingest": ("agent_stream_trace.ingest.cli", "load .jsonl recordings into the DuckDB database"),
     "query": ("agent_stream_trace.query.sql_cli", "run read-only SQL over session history"),
     "stats": ("agent_stream_trace.query.stats_cli", "health report: synthetic-done rate, TTFT, velocity, tools, stalls"),
