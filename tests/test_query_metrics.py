@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pytest
 
 from agent_stream_trace import TraceStore
@@ -75,8 +76,8 @@ FIXTURES = [
              _end(1.51, "done")]),
     Fixture("bbbbbbbb-0000-4000-8000-000000000002", _at(DAY1, 11), "synthetic_done", "exception", "exact",
             "m1", {"route": "/chat"},
-            [_tok(0.3, "ab"), _use(0.4, "fetch", "t2"), _tok(20.4, "cd"),
-             _end(20.5, "exception", type="RuntimeError", message="boom")]),
+            [_tok(0.3, "ab"), _use(0.4, "fetch", "t2"), _tok(0.5, "cd"), _tok(20.5, "ef"),
+             _end(20.6, "exception", type="RuntimeError", message="boom")]),
     Fixture("cccccccc-0000-4000-8000-000000000003", _at(DAY1, 12), "synthetic_done", "cancelled", "exact",
             "m2", {"route": "/x"},
             [_tok(1.0, "x"), _use(1.1, "search", "t3"), _result(3.1, "search", "t3", "error", 1990),
@@ -420,9 +421,10 @@ def test_stalls_with_where_they_happened(loaded_db: Path) -> None:
     b, f = FIXTURES[1], FIXTURES[5]
     assert set(view) == {b.sid, f.sid}
     assert view[b.sid]["max_gap_s"] == pytest.approx(20.0)
-    assert view[b.sid]["gap_start_s"] == pytest.approx(0.4) and view[b.sid]["gap_end_s"] == pytest.approx(20.4)
+    assert view[b.sid]["gap_start_s"] == pytest.approx(0.5) and view[b.sid]["gap_end_s"] == pytest.approx(20.5)
+    # the silence follows a token: the earlier tool_use must not leak into tool_before
     assert (view[b.sid]["event_before"], view[b.sid]["tool_before"], view[b.sid]["event_after"]) == (
-        "tool_use", "fetch", "token")
+        "token", None, "token")
     assert (view[f.sid]["event_before"], view[f.sid]["tool_before"], view[f.sid]["event_after"]) == (
         "tool_use", "search", "tool_result")
     # the stall threshold comes from $AGENT_STREAM_STALL_THRESHOLD when not passed
@@ -468,14 +470,31 @@ def test_token_velocity_and_flush_interval(loaded_db: Path, capsys: pytest.Captu
     raw = store.token_intervals()
     assert sorted(raw["interval_ms"].to_list()) == pytest.approx(sorted(sum(intervals.values(), [])))
     # The flush rule clamp(2 x median, 16, 100): the client session streams every 10-20 ms
-    # (median 10 ms -> 20 ms, inside the clamp); m1 on the server has intervals of 100, 300
-    # and 20100 ms (median 300 ms -> clamped to 100).
+    # (median 10 ms -> 20 ms, inside the clamp); m1 on the server has intervals of 100, 300,
+    # 200 and 20000 ms (median 250 ms -> clamped to 100).
     fast = store.token_velocity(side="client").row(0, named=True)
     assert fast["interval_p50_ms"] == pytest.approx(10.0)
     assert fast["suggested_flush_ms"] == pytest.approx(20.0)
     slow = store.token_velocity(model="m1", side="server").row(0, named=True)
-    assert slow["interval_p50_ms"] == pytest.approx(300.0)
+    assert slow["interval_p50_ms"] == pytest.approx(250.0)
     assert slow["suggested_flush_ms"] == pytest.approx(100.0)
+
+
+def test_interval_sample_keeps_whole_sessions(loaded_db: Path) -> None:
+    store = TraceStore(loaded_db)
+    sample = store.token_intervals(max_sessions=1)
+    by_id = {f.sid: f for f in FIXTURES}
+    per_model = sample.group_by("grp").agg(sessions=pl.col("session_id").n_unique())
+    assert per_model["sessions"].to_list() == [1] * per_model.height
+    for sid in set(sample["session_id"].to_list()):
+        ts = [ln[0] for ln in by_id[sid].lines if ln[1] == "token"]
+        want = [(b - a) * 1000 for a, b in zip(ts, ts[1:])]
+        got = sample.filter(sample["session_id"] == sid)["interval_ms"].to_list()
+        assert sorted(got) == pytest.approx(sorted(want))
+    velocity = store.token_velocity(max_sessions=1)
+    full = store.token_velocity()
+    assert velocity["interval_sessions"].to_list() == [min(1, n) for n in full["interval_sessions"].to_list()]
+    assert velocity["cps_p50"].to_list() == full["cps_p50"].to_list()  # velocity uses every session
 
 
 def test_ttft_and_turns(loaded_db: Path) -> None:
@@ -506,7 +525,7 @@ def test_text_report_fits_one_screen(loaded_db: Path, capsys: pytest.CaptureFixt
     assert "66.7% of 6 finished" in out  # 4 synthetic of 2 done + 4 synthetic
     assert "ambiguous 1" in out and "open 1" in out
     assert "2 sessions with a silence >= 15 s" in out
-    assert "longest 20.00 s in bbbbbbbb after tool_use fetch" in out
+    assert "longest 20.00 s in bbbbbbbb after token" in out
 
 
 def test_csv_breakdown(loaded_db: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,8 +13,8 @@ import duckdb
 
 from ..errors import DatabaseError
 
-# The migration that creates the views and macros this package queries.
-METRICS_MIGRATION = "m002_metric_views"
+# The latest migration that creates or changes the views and macros this package queries.
+METRICS_MIGRATION = "m004_metric_revisions"
 
 
 def read_sql(name: str) -> str:

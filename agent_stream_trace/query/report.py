@@ -18,6 +18,10 @@ from .store import TraceStore
 BY_TIME = BUCKETS
 BY_GROUP = ("model", "side", "outcome")
 BY_TOOL = "tool"
+# The inter-token intervals need a window over every token event, the one query here whose
+# cost grows with the events rather than the sessions: the report reads them from a fixed
+# sample of at most this many sessions per model (velocity percentiles use every session).
+INTERVAL_SAMPLE_SESSIONS = 2000
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,7 @@ def build_report(store: TraceStore, flt: SessionFilter, by: str | None = None, *
             tools=store.tool_latency(where=flt),
             stall_count=stalls.height,
             longest_stalls=stalls.head(top),
-            velocity=store.token_velocity("model", where=flt),
+            velocity=store.token_velocity("model", max_sessions=INTERVAL_SAMPLE_SESSIONS, where=flt),
             by=by,
             breakdown=breakdown(store, by, flt) if by else None,
         )
@@ -76,6 +80,7 @@ def report_to_dict(report: HealthReport) -> dict[str, Any]:
         "tools": report.tools.to_dicts(),
         "stalls": {"count": report.stall_count, "longest": report.longest_stalls.to_dicts()},
         "velocity": report.velocity.rename({"grp": "model"}).to_dicts(),
+        "interval_sample_sessions": INTERVAL_SAMPLE_SESSIONS,
         "by": report.by,
         "breakdown": report.breakdown.to_dicts() if report.breakdown is not None else None,
     }

@@ -11,7 +11,7 @@ from ..errors import UsageError
 from . import fmt
 from .cli_filters import add_filter_arguments, filter_from_args
 from .filters import check_group_by
-from .report import BY_GROUP, BY_TIME, BY_TOOL, HealthReport, build_report, report_to_dict
+from .report import INTERVAL_SAMPLE_SESSIONS, BY_GROUP, BY_TIME, BY_TOOL, HealthReport, build_report, report_to_dict
 from .store import TraceStore
 
 DESCRIPTION = """\
@@ -114,7 +114,8 @@ def render_text(report: HealthReport) -> str:
             ))]
     vel = report.velocity
     if vel.height:
-        lines += ["", "Token velocity per model (flush = clamp(2 x median inter-token ms, 16, 100))",
+        lines += ["", "Token velocity per model; flush = clamp(2 x median inter-token ms, 16, 100), "
+                      f"intervals from up to {INTERVAL_SAMPLE_SESSIONS:,} sessions per model",
                   _table(vel.head(TOP).select(
                       pl.col("grp").fill_null("-").alias("model"), "sessions",
                       pl.col("cps_p50").alias("chars/s p50"),

@@ -207,18 +207,25 @@ class TraceStore:
             "threshold_s": (self._threshold(threshold_s), "DOUBLE"),
         })
 
-    def token_velocity(self, group_by: str | None = "model", *, where: SessionFilter | None = None,
-                       **filters: Any) -> pl.DataFrame:
+    def token_velocity(self, group_by: str | None = "model", *, max_sessions: int | None = None,
+                       where: SessionFilter | None = None, **filters: Any) -> pl.DataFrame:
         """Per group: chars/s and tokens/s percentiles, the inter-token interval distribution,
-        and the suggested adaptive flush interval (macro token_velocity_for)."""
+        and the suggested adaptive flush interval (macro token_velocity_for). max_sessions caps
+        the sessions per group whose events are scanned for intervals (a fixed hash sample):
+        the velocity columns always cover every session."""
         return self._macro("token_velocity_for", where, filters, {
             "group_by": (check_group_by(group_by), "VARCHAR"),
+            "max_sessions": (_positive(max_sessions), "BIGINT"),
         })
 
-    def token_intervals(self, *, where: SessionFilter | None = None, **filters: Any) -> pl.DataFrame:
-        """Every interval between consecutive token events (ms), with model and session
+    def token_intervals(self, group_by: str | None = "model", *, max_sessions: int | None = None,
+                        where: SessionFilter | None = None, **filters: Any) -> pl.DataFrame:
+        """Every interval between consecutive token events (ms), with its group and session
         (macro token_intervals_for): the raw distribution for histograms."""
-        return self._macro("token_intervals_for", where, filters)
+        return self._macro("token_intervals_for", where, filters, {
+            "group_by": (check_group_by(group_by), "VARCHAR"),
+            "max_sessions": (_positive(max_sessions), "BIGINT"),
+        })
 
     def ttft(self, group_by: str | None = "model", *, where: SessionFilter | None = None,
              **filters: Any) -> pl.DataFrame:
@@ -278,6 +285,12 @@ class TraceStore:
 
     def _threshold(self, value: float | None) -> float:
         return self.stall_threshold_s if value is None else resolve_stall_threshold(value)
+
+
+def _positive(value: int | None) -> int | None:
+    if value is not None and value < 1:
+        raise UsageError(f"max_sessions must be at least 1, got {value}")
+    return value
 
 
 __all__ = ["SessionDetail", "SessionFilter", "TimeArg", "TraceStore"]
