@@ -224,13 +224,19 @@ def session_spans(trace: SessionTrace, *, include_content: bool = False) -> tupl
                 turn = _Turn(number, t)
                 turns.append(turn)
         elif name == "token":
-            text = _text(ev.data, "text")
+            # A token event, or a run of them collapsed by the loader (count/chars/t_last).
+            data = ev.data if isinstance(ev.data, dict) else {}
+            text = _text(data, "text")
             if turn.first_token_t is None:
                 turn.first_token_t = t
-            turn.token_chars += len(text)
-            turn.token_events += 1
+            turn.token_chars += data.get("chars", len(text))
+            turn.token_events += data.get("count", 1)
             if include_content:
                 turn.text.append(text)
+            run_last = data.get("t_last")
+            if isinstance(run_last, (int, float)) and run_last > t:
+                t = run_last
+                last_t = max(last_t, t)
         elif name in _SPAN_EVENTS:
             span_event, error = _span_event(name, ev.data, ns(t), include_content)
             turn.events.append(span_event)

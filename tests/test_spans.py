@@ -153,3 +153,14 @@ def test_ambiguous_sessions_are_left_out_unless_asked(db_path, kind):
     add_sessions(con, [dict(events=scenario(kind), session_id=SID, attribution="ambiguous")])
     assert list(load_session_traces(con)) == []
     assert [t.session_id for t in load_session_traces(con, include_ambiguous=True)] == [SID]
+
+
+@pytest.mark.parametrize("include_content", [False, True])
+def test_token_runs_collapsed_by_the_loader_map_to_the_same_spans(db_path, include_content):
+    con = connect(db_path)
+    add_sessions(con, simulated_specs(28))
+    raw_traces = list(load_session_traces(con))
+    raw = [session_spans(t, include_content=include_content) for t in raw_traces]
+    runs = list(load_session_traces(con, token_runs=True, token_text=include_content))
+    assert sum(len(t.events) for t in runs) < sum(len(t.events) for t in raw_traces)
+    assert [session_spans(t, include_content=include_content) for t in runs] == raw

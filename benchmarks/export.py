@@ -1,0 +1,146 @@
+"""Bulk OTLP export: our direct-protobuf exporter against the OpenTelemetry SDK tracer path.
+
+    python benchmarks/export.py [--sessions 4000] [--protocol http/protobuf]
+
+Simulates sessions (agent_stream_trace.simulate), ingests them into a temporary DuckDB file,
+starts a counting OTLP receiver on 127.0.0.1 in its own process (so it does not share our
+GIL), then, in one run, for the same sessions:
+  ours        export_otlp(): SessionTraces → SpanSpecs → OTLP bytes → stock transport
+  sdk-tuned   same SessionTraces → SpanSpecs → SDK tracer (sdk_bridge) → BatchSpanProcessor
+              (queue large enough to hold everything) → stock OTLPSpanExporter
+  sdk-default the same with BatchSpanProcessor defaults (queue 2048): shows what it drops
+Each path starts from the database and ends when the receiver has acknowledged the last
+request. Prints spans/s, spans received, spans dropped and our speed as a ratio of sdk-tuned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from agent_stream_trace.db import connect  # noqa: E402
+from agent_stream_trace.exporters.otlp import OtlpExportOptions, export_otlp  # noqa: E402
+from agent_stream_trace.ingest.pipeline import IngestOptions, ingest  # noqa: E402
+from agent_stream_trace.session import load_session_traces  # noqa: E402
+from agent_stream_trace.simulate import SimulationOptions, simulate  # noqa: E402
+from agent_stream_trace.spans import resource_attributes, session_spans  # noqa: E402
+
+
+class CountingReceiver:
+    """tests/support/otlp_receiver.py as a child process: counts spans, keeps nothing."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "tests" / "support" / "otlp_receiver.py")],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        ready = self.proc.stdout.readline().split()  # type: ignore[union-attr]
+        if not ready or ready[0] != "READY":
+            raise RuntimeError("receiver did not start")
+        self.http = f"http://127.0.0.1:{ready[1]}"
+        self.grpc = f"http://127.0.0.1:{ready[2]}"
+
+    def count(self) -> int:
+        self.proc.stdin.write("count\n")  # type: ignore[union-attr]
+        self.proc.stdin.flush()  # type: ignore[union-attr]
+        return int(self.proc.stdout.readline().split()[0])  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        self.proc.stdin.close()  # type: ignore[union-attr]
+        self.proc.wait(timeout=10)
+
+
+def run_ours(db: Path, endpoint: str, protocol: str) -> float:
+    con = connect(db)
+    try:
+        started = time.perf_counter()
+        export_otlp(con, OtlpExportOptions(endpoint=endpoint, protocol=protocol, resend_all=True))
+        return time.perf_counter() - started
+    finally:
+        con.close()
+
+
+def run_sdk(db: Path, endpoint: str, protocol: str, *, tuned: bool, total_spans: int) -> float:
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    from agent_stream_trace.exporters.sdk_bridge import emit_spans
+
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        exporter = OTLPSpanExporter(endpoint=endpoint, insecure=True)
+    else:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        exporter = OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces")
+    # Tuned: a queue that holds the whole run (nothing dropped) and big export batches.
+    processor = (BatchSpanProcessor(exporter, max_queue_size=total_spans + 1, max_export_batch_size=2048,
+                                    schedule_delay_millis=200) if tuned else BatchSpanProcessor(exporter))
+    provider = TracerProvider(resource=Resource.create(resource_attributes()))
+    provider.add_span_processor(processor)
+    con = connect(db)
+    try:
+        started = time.perf_counter()
+        # The same loader and mapping as ours: only span objects, processor and encoding differ.
+        for trace in load_session_traces(con, token_runs=True, token_text=False):
+            emit_spans(session_spans(trace), provider)
+        provider.force_flush(timeout_millis=600_000)
+        elapsed = time.perf_counter() - started
+    finally:
+        con.close()
+        provider.shutdown()
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sessions", type=int, default=4000)
+    parser.add_argument("--protocol", choices=("http/protobuf", "grpc"), default="http/protobuf")
+    args = parser.parse_args()
+
+    import logging
+
+    logging.getLogger("opentelemetry").addHandler(logging.NullHandler())
+    with tempfile.TemporaryDirectory() as tmp:
+        traces = Path(tmp) / "traces"
+        db = Path(tmp) / "bench.duckdb"
+        simulate(SimulationOptions(sessions=args.sessions, seed=1, out=traces))
+        ingest([traces], IngestOptions(db=db))
+        con = connect(db)
+        total = sum(len(session_spans(t)) for t in load_session_traces(con))
+        con.close()
+        print(f"{args.sessions} simulated sessions -> {total} spans, protocol {args.protocol}, 2 cores shared")
+
+        receiver = CountingReceiver()
+        endpoint = receiver.grpc if args.protocol == "grpc" else receiver.http
+        results: dict[str, tuple[float, int]] = {}
+        try:
+            for name in ("ours", "sdk-tuned", "sdk-default"):
+                before = receiver.count()
+                if name == "ours":
+                    seconds = run_ours(db, endpoint, args.protocol)
+                else:
+                    seconds = run_sdk(db, endpoint, args.protocol, tuned=name == "sdk-tuned", total_spans=total)
+                results[name] = (seconds, receiver.count() - before)
+        finally:
+            receiver.close()
+
+    print(f"{'path':<12} {'seconds':>8} {'spans/s':>10} {'received':>9} {'dropped':>8}")
+    for name, (seconds, received) in results.items():
+        print(f"{name:<12} {seconds:>8.2f} {received / seconds:>10,.0f} {received:>9} {total - received:>8}")
+    ours = results["ours"][1] / results["ours"][0]
+    sdk = results["sdk-tuned"][1] / results["sdk-tuned"][0]
+    print(f"ours / sdk-tuned spans/s: {ours / sdk:.1f}x (target >= 5x, zero dropped)")
+
+
+if __name__ == "__main__":
+    main()
