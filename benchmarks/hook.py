@@ -23,7 +23,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +69,7 @@ class UpstreamStyleRecorder:
 
     async def record(self, src: AsyncIterator[str]) -> AsyncIterator[str]:
         start = time.monotonic()
-        header = {"session": str(uuid.uuid4()), "started_at": datetime.now(timezone.utc).isoformat(), "t": 0}
+        header = {"session": str(uuid.uuid4()), "started_at": datetime.now(UTC).isoformat(), "t": 0}
         self.file.write(json.dumps(header) + "\n")
         self.file.flush()
         async for sse in src:

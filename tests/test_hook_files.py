@@ -7,17 +7,15 @@ import asyncio
 import json
 import os
 import uuid
-from pathlib import Path
 
 import pytest
 from agent_stream import AgentStreamEmitter
+from hook_support import ingested_sessions, recording_lines, sessions_in, wait_for
 
 from agent_stream_trace import TraceRecorder
 from agent_stream_trace.errors import UsageError
 from agent_stream_trace.hook.redaction import keep_lengths
 from agent_stream_trace.hook.sampling import sampled_in
-
-from hook_support import ingested_sessions, recording_lines, sessions_in, wait_for
 
 E = AgentStreamEmitter()
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import uuid
 
 import httpx
+from hook_app import make_app, serve
+from hook_support import wait_for
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -17,9 +19,6 @@ from agent_stream_trace.hook.fastapi import SESSION_HEADER
 from agent_stream_trace.ingest.pipeline import IngestOptions, ingest
 from agent_stream_trace.session import load_session_traces
 from agent_stream_trace.spans import session_spans
-
-from hook_app import make_app, serve
-from hook_support import wait_for
 
 
 def test_each_session_becomes_spans_when_it_ends(tmp_path, db_path):

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hook_app import make_app, serve
+from hook_support import client_events, ingested_sessions, sessions_in, wait_for
 
 from agent_stream_trace import TraceRecorder
 from agent_stream_trace.hook.fastapi import SESSION_HEADER
-
-from hook_app import make_app, serve
-from hook_support import client_events, ingested_sessions, sessions_in, wait_for
 
 
 @pytest.fixture

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hook_app import make_app, serve
+from hook_support import client_events, ingested_sessions, sessions_in, wait_for
 
 from agent_stream_trace import TraceRecorder
 from agent_stream_trace.hook.fastapi import SESSION_HEADER
-
-from hook_app import make_app, serve
-from hook_support import client_events, ingested_sessions, sessions_in, wait_for
 
 SCENARIOS = ["/stream/plain?n=5", "/stream/tools?n=2&seed=4", "/stream/weird"]
 

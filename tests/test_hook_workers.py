@@ -11,11 +11,16 @@ import sys
 from pathlib import Path
 
 import httpx
+from hook_app import ENV_DIR, free_port
+from hook_support import (
+    client_events,
+    ingested_sessions,
+    recording_lines,
+    sessions_in,
+    wait_for,
+)
 
 from agent_stream_trace.hook.fastapi import SESSION_HEADER
-
-from hook_app import ENV_DIR, free_port
-from hook_support import client_events, ingested_sessions, recording_lines, sessions_in, wait_for
 
 TESTS = Path(__file__).parent
 

@@ -31,7 +31,7 @@ def recorded_stream_response(
 ) -> StreamingResponse:
     """`agent_stream_response(recorder.record(source, **attrs))` plus the session id header."""
     try:
-        from agent_stream.fastapi import agent_stream_response
+        from agent_stream.fastapi import agent_stream_response  # type: ignore[import-untyped]
     except ImportError:
         raise MissingExtraError("recorded_stream_response", "hook") from None
     session_id = attrs.pop("session_id", None) or TraceRecorder.new_session_id()

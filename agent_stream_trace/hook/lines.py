@@ -13,7 +13,6 @@ from typing import Any
 
 from ..recording import dumps, event_record
 
-
 _NAMES: dict[str, str] = {}
 
 

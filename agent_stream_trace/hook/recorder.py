@@ -23,7 +23,7 @@ import time
 import uuid
 import weakref
 from collections.abc import AsyncIterable, AsyncIterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import IO, Any, Final
 
 from ..errors import UsageError
@@ -179,7 +179,7 @@ class TraceRecorder:
         try:
             sid = str(uuid.UUID(session_id)) if session_id is not None else str(uuid.uuid4())
             sess = SessionState(
-                sid, attrs, datetime.now(timezone.utc), time.monotonic(), sampled_in(sid, self.sample)
+                sid, attrs, datetime.now(UTC), time.monotonic(), sampled_in(sid, self.sample)
             )
         except Exception as exc:  # a bad session_id must not break the stream either
             self._counters.internal_errors += 1

@@ -34,7 +34,7 @@ def _reject_constant(name: str) -> Any:
 _DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
 # The C scanner behind the decoder: one call, no whitespace regexes. It parses one value at
 # the given index and says where it ended, which must be the end of the text.
-_SCAN: Final = _DECODER.scan_once
+_SCAN: Final = _DECODER.scan_once  # type: ignore[attr-defined]  # set by JSONDecoder.__init__
 
 
 class SSEItem(NamedTuple):
@@ -130,7 +130,7 @@ def carries_done(chunk: object) -> bool:
 class SSEParser:
     """Incremental parser for one session's stream. `feed` and `close` never raise."""
 
-    __slots__ = ("_buf", "_skip_lf", "_decoder", "idle")
+    __slots__ = ("_buf", "_decoder", "_skip_lf", "idle")
 
     def __init__(self) -> None:
         # True when nothing is buffered: the next chunk starts a block, so `fast_event` may

@@ -52,9 +52,30 @@ class Counters:
     """The mutable side. Each counter has one writing thread (the writer, the live thread,
     or the event loop for `dropped`), so plain increments are enough under the GIL."""
 
+    sessions: int
+    sessions_written: int
+    sessions_sampled_out: int
+    records: int
+    lines_written: int
+    bytes_written: int
+    batches_written: int
+    rotations: int
+    dropped: int
+    write_errors: int
+    lines_lost: int
+    unparsed: int
+    redaction_errors: int
+    internal_errors: int
+    live_sessions: int
+    live_errors: int
+
     def __init__(self) -> None:
         for name in STAT_NAMES:
             setattr(self, name, 0)
 
     def snapshot(self) -> RecorderStats:
         return RecorderStats(**{name: getattr(self, name) for name in STAT_NAMES})
+
+
+# One list of names, spelled twice for the type checker: keep them equal.
+assert tuple(Counters.__annotations__) == STAT_NAMES

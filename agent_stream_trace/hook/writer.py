@@ -68,9 +68,20 @@ class SessionState:
     """One session. The event loop sets the first group once; the writer owns the rest."""
 
     __slots__ = (
-        "sid", "attrs", "started_at", "t0", "sampled", "dropped",
-        "parser", "seq", "done_sent", "header_line", "header_gen", "held", "live_lines",
+        "attrs",
+        "done_sent",
+        "dropped",
         "dropped_seen",
+        "header_gen",
+        "header_line",
+        "held",
+        "live_lines",
+        "parser",
+        "sampled",
+        "seq",
+        "sid",
+        "started_at",
+        "t0",
     )
 
     def __init__(self, sid: str, attrs: dict[str, Any], started_at: datetime, t0: float, sampled: bool) -> None:
