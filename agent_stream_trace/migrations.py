@@ -165,6 +165,14 @@ def m004_metric_revisions(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(read_sql("m004_metric_revisions.sql"))
 
 
+@migration
+def m005_query_speed(con: duckdb.DuckDBPyConnection) -> None:
+    # Faster event lookups for intervals and stalls; stalls_for(max_rows) (query/sql/m005_*.sql).
+    from .query.definitions import read_sql
+
+    con.execute(read_sql("m005_query_speed.sql"))
+
+
 def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Apply pending migrations; return the names applied. Safe to call from every entry point."""
     con.execute(

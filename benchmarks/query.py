@@ -78,6 +78,9 @@ def main() -> int:
             one_id = store.sql("SELECT session_id FROM sessions LIMIT 1")["session_id"][0]
             cases: list[tuple[str, Callable[[], Any]]] = [
                 ("SELECT count(*) FROM events (baseline)", lambda: store.sql("SELECT count(*) FROM events")),
+                # count(*) alone is answered from metadata; this one reads a column of every row.
+                ("SELECT count(*) FROM events WHERE event = 'token'",
+                 lambda: store.sql("SELECT count(*) FROM events WHERE event = 'token'")),
                 ("summary()", store.summary),
                 ("health('day')", lambda: store.health("day")),
                 ("health('hour', group_by='model')", lambda: store.health("hour", "model")),
@@ -87,8 +90,10 @@ def main() -> int:
                 ("synthetic_done_causes()", store.synthetic_done_causes),
                 ("tool_latency()", store.tool_latency),
                 ("stalls()", store.stalls),
-                ("token_velocity()", store.token_velocity),
-                ("token_intervals()", store.token_intervals),
+                ("stalls(limit=5)", lambda: store.stalls(limit=5)),
+                ("token_velocity(max_sessions=500)", lambda: store.token_velocity(max_sessions=500)),
+                ("token_velocity() (every session)", store.token_velocity),
+                ("token_intervals(max_sessions=500)", lambda: store.token_intervals(max_sessions=500)),
                 ("ttft()", store.ttft),
                 ("turns()", store.turns),
                 ("sessions(limit=100)", store.sessions),

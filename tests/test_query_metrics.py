@@ -427,8 +427,9 @@ def test_stalls_with_where_they_happened(loaded_db: Path) -> None:
         "token", None, "token")
     assert (view[f.sid]["event_before"], view[f.sid]["tool_before"], view[f.sid]["event_after"]) == (
         "tool_use", "search", "tool_result")
-    # the stall threshold comes from $AGENT_STREAM_STALL_THRESHOLD when not passed
     assert store.summary(threshold_s=17.0)["stalls"] == 1
+    longest = store.stalls(limit=1).to_dicts()
+    assert longest == [view[b.sid]]  # the 20 s gap beats the 16 s one, same columns and values
 
 
 def test_stall_threshold_from_environment(loaded_db: Path, monkeypatch: pytest.MonkeyPatch,

@@ -14,7 +14,7 @@ import duckdb
 from ..errors import DatabaseError
 
 # The latest migration that creates or changes the views and macros this package queries.
-METRICS_MIGRATION = "m004_metric_revisions"
+METRICS_MIGRATION = "m005_query_speed"
 
 
 def read_sql(name: str) -> str:

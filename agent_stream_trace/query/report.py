@@ -21,7 +21,7 @@ BY_TOOL = "tool"
 # The inter-token intervals need a window over every token event, the one query here whose
 # cost grows with the events rather than the sessions: the report reads them from a fixed
 # sample of at most this many sessions per model (velocity percentiles use every session).
-INTERVAL_SAMPLE_SESSIONS = 2000
+INTERVAL_SAMPLE_SESSIONS = 500
 
 
 @dataclass(frozen=True)
@@ -51,15 +51,15 @@ def build_report(store: TraceStore, flt: SessionFilter, by: str | None = None, *
                  top: int = 5) -> HealthReport:
     """Everything `stats` shows, in one read-only connection."""
     with store:
-        stalls = store.stalls(where=flt)
+        summary = store.summary(where=flt)
         return HealthReport(
             filter=flt,
             stall_threshold_s=store.stall_threshold_s,
-            summary=store.summary(where=flt),
+            summary=summary,
             causes=store.synthetic_done_causes(where=flt),
             tools=store.tool_latency(where=flt),
-            stall_count=stalls.height,
-            longest_stalls=stalls.head(top),
+            stall_count=summary["stalls"],
+            longest_stalls=store.stalls(limit=top, where=flt),
             velocity=store.token_velocity("model", max_sessions=INTERVAL_SAMPLE_SESSIONS, where=flt),
             by=by,
             breakdown=breakdown(store, by, flt) if by else None,

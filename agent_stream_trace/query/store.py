@@ -145,7 +145,7 @@ class TraceStore:
                 raise UsageError(f"query failed: {exc}") from None
 
     def _macro(self, macro: str, where: SessionFilter | None, filters: dict[str, Any],
-               extra: Mapping[str, tuple[Any, str]] | None = None, tail: str = "") -> pl.DataFrame:
+               extra: Mapping[str, tuple[Any, str]] | None = None) -> pl.DataFrame:
         """SELECT * FROM macro(extra args..., filter args...) with everything bound."""
         flt = where if where is not None else SessionFilter.of(**filters)
         if where is not None and filters:
@@ -153,7 +153,7 @@ class TraceStore:
         args, params = flt.macro_args()
         extra_args = [f"{name} := CAST(${name} AS {sql_type})" for name, (_, sql_type) in (extra or {}).items()]
         params.update({name: value for name, (value, _) in (extra or {}).items()})
-        return self._frame(f"SELECT * FROM {macro}({', '.join([*extra_args, args])}){tail}", params)
+        return self._frame(f"SELECT * FROM {macro}({', '.join([*extra_args, args])})", params)
 
     # -- metrics -------------------------------------------------------------------------
 
@@ -199,12 +199,14 @@ class TraceStore:
         mean in ms (macro tool_latency_for), slowest p95 first."""
         return self._macro("tool_latency_for", where, filters)
 
-    def stalls(self, threshold_s: float | None = None, *, where: SessionFilter | None = None,
-               **filters: Any) -> pl.DataFrame:
+    def stalls(self, threshold_s: float | None = None, *, limit: int | None = None,
+               where: SessionFilter | None = None, **filters: Any) -> pl.DataFrame:
         """Sessions whose longest silence reached the threshold, with where it happened and the
-        events around it (macro stalls_for), longest first."""
+        events around it (macro stalls_for), longest first; `limit` keeps the longest only
+        (cheaper on a big history than cutting the full list)."""
         return self._macro("stalls_for", where, filters, {
             "threshold_s": (self._threshold(threshold_s), "DOUBLE"),
+            "max_rows": (_positive(limit, "limit"), "BIGINT"),
         })
 
     def token_velocity(self, group_by: str | None = "model", *, max_sessions: int | None = None,
@@ -287,9 +289,9 @@ class TraceStore:
         return self.stall_threshold_s if value is None else resolve_stall_threshold(value)
 
 
-def _positive(value: int | None) -> int | None:
+def _positive(value: int | None, name: str = "max_sessions") -> int | None:
     if value is not None and value < 1:
-        raise UsageError(f"max_sessions must be at least 1, got {value}")
+        raise UsageError(f"{name} must be at least 1, got {value}")
     return value
 
 
