@@ -39,6 +39,6 @@ def require_metrics(con: duckdb.DuckDBPyConnection) -> None:
         rows = []
     if not rows or rows[0][0] == 0:
         raise DatabaseError(
-            "this database has no metric views yet (it was created by an older version)",
+            f"this database predates the current metric views (migration {METRICS_MIGRATION})",
             hint="run agent-stream-ingest once (any path, e.g. an empty directory) to upgrade it",
         )
