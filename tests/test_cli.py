@@ -1,0 +1,71 @@
+"""The command-line layer: exit codes, one-line errors, read-only SQL, documented commands."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from agent_stream_trace.cli import COMMANDS
+from ingest_support import event, header, new_sid, write
+
+README = Path(__file__).parents[1] / "README.md"
+
+
+def run(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "agent_stream_trace.cli", *args],
+                          capture_output=True, text=True, input=None if stdin is None else stdin.decode())
+
+
+def test_ingest_exit_codes_missing_path_rejects_and_strict(tmp_path, db_path):
+    sid = new_sid()
+    good = write(tmp_path / "ok.jsonl", [header(sid), event(0.1, "done", {}, sid=sid, seq=1)])
+    bad = write(tmp_path / "bad.jsonl", ["{oops"])
+
+    missing = run("ingest", str(tmp_path / "nope.jsonl"), "--db", str(db_path))
+    assert missing.returncode == 2
+    assert missing.stderr.startswith("error: no such file or directory") and "Traceback" not in missing.stderr
+
+    ok = run("ingest", str(good), str(bad), "--db", str(db_path), "--open-window", "0")
+    assert ok.returncode == 0, ok.stderr
+    assert "1 rejects" in ok.stdout and "invalid JSON" in ok.stdout
+
+    bad2 = write(tmp_path / "bad2.jsonl", ["[1]"])
+    strict = run("ingest", str(bad2), "--db", str(db_path), "--strict")
+    assert strict.returncode == 1
+
+
+def test_query_is_read_only_and_formats(tmp_path, db_path, upstream_sequential):
+    assert run("ingest", str(upstream_sequential), "--db", str(db_path), "--open-window", "0").returncode == 0
+    out = run("query", "--db", str(db_path), "--format", "csv", "SELECT count(*) AS n FROM sessions")
+    assert out.returncode == 0 and out.stdout.split() == ["n", "25"]
+    refused = run("query", "--db", str(db_path), "DELETE FROM sessions")
+    assert refused.returncode == 2 and "read-only" in refused.stderr
+    assert run("query", "--db", str(db_path), "--format", "csv", "SELECT count(*) AS n FROM sessions").stdout.split() == ["n", "25"]
+    typo = run("query", "--db", str(db_path), "SELEC 1")
+    assert typo.returncode == 2 and typo.stderr.startswith("error:") and "Traceback" not in typo.stderr
+
+
+def test_query_without_a_database_says_how_to_make_one(tmp_path):
+    out = run("query", "--db", str(tmp_path / "none.duckdb"), "SELECT 1")
+    assert out.returncode == 2 and "agent-stream-ingest" in out.stderr
+    assert not (tmp_path / "none.duckdb").exists()
+
+
+def test_every_command_has_help_and_is_in_the_readme():
+    text = README.read_text()
+    for name in COMMANDS:
+        result = run(name, "--help")
+        assert result.returncode == 0, (name, result.stderr)
+        assert "example" in result.stdout, f"{name} --help has no examples"
+        assert f"agent-stream-trace {name}" in text or (name == "ingest" and "agent-stream-ingest" in text), name
+
+
+def test_readme_opens_with_the_two_quickstart_commands():
+    text = README.read_text()
+    block = text.split("```bash\n", 1)[1].split("```", 1)[0]
+    commands = [line for line in block.splitlines() if line.strip()]
+    assert len(commands) == 2
+    assert "agent-stream-trace demo" in commands[0]
+    assert commands[1] == "bash scripts/test.sh"
+    assert "bash scripts/test.sh" in (Path(__file__).parents[1] / ".ci" / "run").read_text()
