@@ -157,22 +157,6 @@ def m003_export_state(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-@migration
-def m004_metric_revisions(con: duckdb.DuckDBPyConnection) -> None:
-    # Interval sampling (max_sessions) and the stall context fix (query/sql/m004_*.sql).
-    from .query.definitions import read_sql
-
-    con.execute(read_sql("m004_metric_revisions.sql"))
-
-
-@migration
-def m005_query_speed(con: duckdb.DuckDBPyConnection) -> None:
-    # Faster event lookups for intervals and stalls; stalls_for(max_rows) (query/sql/m005_*.sql).
-    from .query.definitions import read_sql
-
-    con.execute(read_sql("m005_query_speed.sql"))
-
-
 def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Apply pending migrations; return the names applied. Safe to call from every entry point."""
     con.execute(

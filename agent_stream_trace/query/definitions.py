@@ -14,7 +14,7 @@ import duckdb
 from ..errors import DatabaseError
 
 # The latest migration that creates or changes the views and macros this package queries.
-METRICS_MIGRATION = "m005_query_speed"
+METRICS_MIGRATION = "m002_metric_views"
 
 
 def read_sql(name: str) -> str:
