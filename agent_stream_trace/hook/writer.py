@@ -234,7 +234,7 @@ class Writer:
             sess.seq += sess.dropped - sess.dropped_seen
             sess.dropped_seen = sess.dropped
         if payload.__class__ is str and sess.parser.idle and self.redactor is None:
-            # The hot path, inlined: one emitter-shaped event, its JSON spliced in verbatim.
+            # The hot path: one emitter-shaped event, its JSON spliced in verbatim.
             fast = fast_event(payload)
             if fast is not None:
                 event, data_text = fast
@@ -242,14 +242,7 @@ class Writer:
                 self.counters.records += 1
                 if event == "done":
                     sess.done_sent = True
-                line = wire_event_line(sess.sid, sess.seq, t - sess.t0, event, data_text)
-                if sess.sampled:
-                    out.append(line)
-                    touched[sess.sid] = sess
-                elif sess.held is not None:
-                    sess.held.append(line)
-                if sess.live_lines is not None:
-                    sess.live_lines.append(line)
+                self._route(sess, wire_event_line(sess.sid, sess.seq, t - sess.t0, event, data_text), out, touched)
                 return
         for item in sess.parser.feed(payload):
             self._emit(sess, t - sess.t0, item, out, touched)
