@@ -43,13 +43,6 @@ class BatchCounts:
     duplicates: int = 0
     rejects: Counter[str] = field(default_factory=Counter)
 
-    def add(self, other: "BatchCounts") -> None:
-        self.lines += other.lines
-        self.headers += other.headers
-        self.events += other.events
-        self.duplicates += other.duplicates
-        self.rejects.update(other.rejects)
-
 
 STATE_COLUMNS = (
     "path", "size", "mtime", "byte_offset", "lines", "head_hash",

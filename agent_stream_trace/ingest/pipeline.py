@@ -10,7 +10,6 @@ see load.py. Every non-blank line becomes a header, an event or a reject.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -22,7 +21,7 @@ import duckdb
 from ..config import resolve_open_window
 from ..db import connect
 from .load import BatchCounts, FileState, load_batch, load_states, save_states
-from .reader import BLOCK_BYTES, Block, Cursor, head_hash, read_blocks
+from .reader import BLOCK_BYTES, HEAD_BYTES, Block, Cursor, head_hash, make_block, read_blocks
 from .sessions import refresh_sessions
 from .sources import Source, resolve_sources
 
@@ -97,9 +96,7 @@ def ingest_lines(
     options = IngestOptions(open_window=0.0, now=now)
     ingester = Ingester(con, options)
     state = FileState(path=source_file)
-    from .reader import _block
-
-    block = _block(source, data, 1, 0) if data else None
+    block = make_block(source, data, 1, 0) if data else None
     report = IngestReport()
     started = time.perf_counter()
     if block is not None:
@@ -191,8 +188,6 @@ class Ingester:
 
 def _read_head(path: Path, limit: int) -> str | None:
     """Hash of the file's first bytes (up to `limit`), to recognise a replaced file."""
-    from .reader import HEAD_BYTES
-
     n = min(HEAD_BYTES, limit)
     if n <= 0:
         return None
@@ -217,6 +212,3 @@ def _pending_bytes(sources: list[Source], states: dict[str, FileState]) -> int:
         total += max(size - (state.byte_offset if state and not s.gzipped else 0), 0)
     return total
 
-
-if __name__ == "__main__":  # pragma: no cover
-    print(ingest(sys.argv[1:]))

@@ -192,7 +192,7 @@ def read_blocks(
                         data = carry + chunk
                         cut = data.rfind(b"\n")
                         if cut >= 0:
-                            yield _block(source, data[: cut + 1], line_no, offset)
+                            yield make_block(source, data[: cut + 1], line_no, offset)
                     return
                 corrupt = _gzip_problem(problem)
             if not chunk:
@@ -206,7 +206,7 @@ def read_blocks(
             if offset == 0 and whole.startswith(BOM):
                 whole = whole[len(BOM):]
                 offset += len(BOM)
-            block = _block(source, whole, line_no, offset)
+            block = make_block(source, whole, line_no, offset)
             offset, line_no = block.end_offset, line_no + block.line_count
             yield block
         if corrupt is not None:
@@ -216,14 +216,14 @@ def read_blocks(
         if carry and final:
             if offset == 0 and carry.startswith(BOM):
                 carry, offset = carry[len(BOM):], offset + len(BOM)
-            block = _block(source, carry, line_no, offset, unterminated=True)
+            block = make_block(source, carry, line_no, offset, unterminated=True)
             yield block
     finally:
         if source.path is not None:
             f.close()
 
 
-def _block(source: Source, whole: bytes, line_no: int, offset: int, unterminated: bool = False) -> Block:
+def make_block(source: Source, whole: bytes, line_no: int, offset: int, unterminated: bool = False) -> Block:
     clean, rejects = sanitize(whole, line_no)
     count = whole.count(b"\n") + (1 if unterminated else 0)
     return Block(
