@@ -122,15 +122,16 @@ class Ingester:
         batch: list[Block] = []
         batch_bytes = 0
         total = _pending_bytes(sources, states)
-        touched: set[str] = set()
+        quiet: list[FileState] = []  # changed on disk, yet no whole new line to load
         for source in sources:
             state, final = self._prepare(source, states)
             if state is None:
                 report.files_unchanged += 1
                 continue
-            touched.add(source.name)
+            had_block = False
             cursor = Cursor(state.byte_offset, state.lines)
             for block in read_blocks(source, cursor, final=final, block_bytes=min(BLOCK_BYTES, self.options.batch_bytes)):
+                had_block = True
                 batch.append(block)
                 batch_bytes += len(block.data)
                 report.bytes_read += len(block.data)
@@ -139,10 +140,11 @@ class Ingester:
                 if batch_bytes >= self.options.batch_bytes:
                     report.add(load_batch(self.con, batch, states))
                     batch, batch_bytes = [], 0
+            if not had_block:
+                quiet.append(state)
         if batch:
             report.add(load_batch(self.con, batch, states))
-        # Files whose size/mtime changed but that had no new whole line still update their stat.
-        quiet = [states[n] for n in touched if n in states]
+        # Their new size/mtime must be remembered all the same (no batch carried it).
         if quiet:
             save_states(self.con, quiet)
         self.finish(report)
