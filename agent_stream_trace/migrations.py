@@ -111,6 +111,14 @@ def m001_public_tables(con: duckdb.DuckDBPyConnection) -> None:
         );
         -- Sessions whose rows must be recomputed; written in the same transaction as their
         -- events, so a killed ingest leaves a to-do list instead of stale rows.
+        -- The highest seq stored per session: a new line above it cannot repeat a stored
+        -- event, so only the rare lines at or below it are checked against `events`.
+        CREATE TABLE _session_seq (
+            session_id VARCHAR NOT NULL,
+            side VARCHAR NOT NULL,
+            max_seq BIGINT NOT NULL,
+            PRIMARY KEY (session_id, side)
+        );
         CREATE TABLE _dirty_sessions (
             session_id VARCHAR NOT NULL,
             side VARCHAR NOT NULL,
