@@ -37,11 +37,24 @@ class FileState:
 
 @dataclass
 class BatchCounts:
-    lines: int = 0
+    """What became of the lines read: lines = headers + events + duplicates + rejects."""
+
+    lines: int = 0  # non-blank lines read
     headers: int = 0
     events: int = 0
-    duplicates: int = 0
+    duplicates: int = 0  # events already stored (same session and seq), kept once
     rejects: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def rejected(self) -> int:
+        return sum(self.rejects.values())
+
+    def add(self, other: BatchCounts) -> None:
+        self.lines += other.lines
+        self.headers += other.headers
+        self.events += other.events
+        self.duplicates += other.duplicates
+        self.rejects.update(other.rejects)
 
 
 STATE_COLUMNS = (

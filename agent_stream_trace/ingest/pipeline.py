@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -40,33 +39,19 @@ class IngestOptions:
 
 
 @dataclass
-class IngestReport:
+class IngestReport(BatchCounts):
+    """A run's counts (see BatchCounts) and what it took."""
+
     files: int = 0
     files_unchanged: int = 0
     bytes_read: int = 0
-    lines: int = 0  # non-blank lines read: headers + events + duplicates + rejects
-    headers: int = 0
-    events: int = 0
-    duplicates: int = 0  # events already stored (same session and seq), kept once
-    rejects: Counter[str] = field(default_factory=Counter)
     sessions_new: int = 0
     sessions_updated: int = 0
     seconds: float = 0.0
 
     @property
-    def rejected(self) -> int:
-        return sum(self.rejects.values())
-
-    @property
     def lines_per_s(self) -> float:
         return self.lines / self.seconds if self.seconds > 0 else 0.0
-
-    def add(self, counts: BatchCounts) -> None:
-        self.lines += counts.lines
-        self.headers += counts.headers
-        self.events += counts.events
-        self.duplicates += counts.duplicates
-        self.rejects.update(counts.rejects)
 
 
 def ingest(paths: Iterable[str | os.PathLike[str]], options: IngestOptions = IngestOptions()) -> IngestReport:
