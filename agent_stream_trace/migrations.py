@@ -107,6 +107,8 @@ def m001_public_tables(con: duckdb.DuckDBPyConnection) -> None:
             cur_side VARCHAR,
             cur_header_line BIGINT,
             cur_v INTEGER,
+            -- read to the end of what it held at size/mtime (else read again, even unchanged)
+            complete BOOLEAN,
             updated_at TIMESTAMPTZ
         );
         -- Sessions whose rows must be recomputed; written in the same transaction as their

@@ -128,6 +128,7 @@ def corpus(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("corpus")
     simulate(SimulationOptions(sessions=400, seed=7, out=out, files=3, synthetic_done_rate=0.2))
+    simulate(SimulationOptions(sessions=150, seed=8, out=out / "gz", files=1, gzip=True))  # killed mid-.gz too
     (out / "broken.jsonl").write_bytes(b'{"t": 1}\n\xff\xfe\n' + (Path(__file__).parent / "fixtures/upstream/concurrent.jsonl").read_bytes())
     return out
 
@@ -157,3 +158,20 @@ def test_kill_9_at_any_moment_then_rerun_gives_the_clean_database(corpus, tmp_pa
     for table in want:
         assert set(got[table]) ^ set(want[table]) == set(), table
     assert got == want
+
+
+def test_gzip_still_being_written_waits_then_its_cut_end_is_a_reject(tmp_path, db_path):
+    import gzip
+
+    first, second = new_sid(), new_sid()
+    member1 = gzip.compress(("\n".join(v1_session(first, [(0.1, "done", {})])) + "\n").encode())
+    member2 = gzip.compress(("\n".join(v1_session(second, [(0.1, "done", {})])) + "\n").encode())
+    path = tmp_path / "rotating.jsonl.gz"
+    path.write_bytes(member1 + member2[:-6])  # the second member is cut short
+    mtime = path.stat().st_mtime
+    inside = ingest([path], IngestOptions(db=db_path, now=mtime + 1))
+    assert inside.rejected == 0 and inside.headers >= 1  # the writer may still be at it
+    after = ingest([path], IngestOptions(db=db_path, now=mtime + 1000))
+    assert after.rejected == 1 and after.events == 0  # nothing read twice
+    assert rows(db_path, "SELECT count(*) FROM _session_headers") == [(inside.headers,)]
+    assert rows(db_path, "SELECT reason FROM rejects")[0][0].startswith("corrupt gzip: compressed stream ends early")

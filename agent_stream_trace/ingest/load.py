@@ -33,6 +33,9 @@ class FileState:
     cur_side: str | None = None
     cur_header_line: int | None = None
     cur_v: int | None = None
+    # Read to the end of what the file held at `size`/`mtime`; else read it again even if
+    # unchanged (a run killed mid-file, or an unfinished end left while the writer was busy).
+    complete: bool = False
 
 
 @dataclass
@@ -59,7 +62,7 @@ class BatchCounts:
 
 STATE_COLUMNS = (
     "path", "size", "mtime", "byte_offset", "lines", "head_hash",
-    "cur_session", "cur_side", "cur_header_line", "cur_v",
+    "cur_session", "cur_side", "cur_header_line", "cur_v", "complete",
 )
 
 

@@ -20,7 +20,7 @@ import duckdb
 from ..config import resolve_open_window
 from ..db import connect
 from .load import BatchCounts, FileState, load_batch, load_states, save_states
-from .reader import BLOCK_BYTES, HEAD_BYTES, Block, Cursor, head_hash, make_block, read_blocks
+from .reader import BLOCK_BYTES, HEAD_BYTES, Block, Cursor, ReadOutcome, head_hash, make_block, read_blocks
 from .sessions import refresh_sessions
 from .sources import Source, resolve_sources
 
@@ -107,16 +107,20 @@ class Ingester:
         batch: list[Block] = []
         batch_bytes = 0
         total = _pending_bytes(sources, states)
-        quiet: list[FileState] = []  # changed on disk, yet no whole new line to load
+        # Files whose final state no pending batch will save (their last block was flushed
+        # already, or they had none): saved after the last batch, once all their data is in.
+        settled: list[FileState] = []
         for source in sources:
             state, final = self._prepare(source, states)
             if state is None:
                 report.files_unchanged += 1
                 continue
-            had_block = False
+            state.complete = False  # until every block read below is committed
+            outcome = ReadOutcome()
             cursor = Cursor(state.byte_offset, state.lines)
-            for block in read_blocks(source, cursor, final=final, block_bytes=min(BLOCK_BYTES, self.options.batch_bytes)):
-                had_block = True
+            blocks = read_blocks(source, cursor, final=final, outcome=outcome,
+                                 block_bytes=min(BLOCK_BYTES, self.options.batch_bytes))
+            for block in blocks:
                 batch.append(block)
                 batch_bytes += len(block.data)
                 report.bytes_read += len(block.data)
@@ -125,13 +129,13 @@ class Ingester:
                 if batch_bytes >= self.options.batch_bytes:
                     report.add(load_batch(self.con, batch, states))
                     batch, batch_bytes = [], 0
-            if not had_block:
-                quiet.append(state)
+            state.complete = outcome.reached_end
+            if not any(b.source.name == source.name for b in batch):
+                settled.append(state)
         if batch:
             report.add(load_batch(self.con, batch, states))
-        # Their new size/mtime must be remembered all the same (no batch carried it).
-        if quiet:
-            save_states(self.con, quiet)
+        if settled:
+            save_states(self.con, settled)
         self.finish(report)
         report.seconds = time.perf_counter() - started
         return report
@@ -155,11 +159,9 @@ class Ingester:
         state = states.get(source.name)
         final = st.st_mtime < self.now - self.window
         if state is not None and state.size == st.st_size and state.mtime == st.st_mtime:
-            # Unchanged. Only a last line left unread for want of its newline may still be
-            # due, once the writer has been quiet past the open window.
-            if not (final and not source.gzipped and state.byte_offset < st.st_size):
+            if state.complete:
                 return None, False
-            return state, final
+            return state, final  # unchanged, but not read to its end last time
         if state is None or st.st_size < state.size or (
             state.head_hash and _read_head(source.path, state.size) != state.head_hash
         ):

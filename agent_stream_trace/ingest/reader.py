@@ -45,6 +45,17 @@ class Block:
     rejects: list[Reject] = field(default_factory=list)
 
 
+@dataclass
+class ReadOutcome:
+    """Filled in by read_blocks: did reading get to the end of what the file holds?
+
+    False when it stopped short on purpose (a last line without its newline, a .gz member cut
+    short, while the writer may still be at it): the file must be read again even if unchanged.
+    """
+
+    reached_end: bool = False
+
+
 @dataclass(frozen=True)
 class Cursor:
     """Where reading of a file resumes."""
@@ -117,46 +128,46 @@ class _GzipStream:
         self._d = zlib.decompressobj(wbits=31)
         self._out = bytearray()
         self._eof = False
+        self._in_member = False  # bytes of a member were fed and its end not seen yet
+        self._pending: BaseException | None = None  # raised once what came before is read
 
     def read(self, n: int) -> bytes:
         while len(self._out) < n and not self._eof:
             data = self._raw.read(self.STEP)
             if not data:
                 self._eof = True
-                if not self._d.eof and (self._d.unconsumed_tail or self._started()):
-                    self._flush_error(EOFError("compressed stream ends early"))
+                if self._in_member:
+                    self._fail(EOFError("compressed stream ends early"))
                 break
             self._feed(data)
         out = bytes(self._out[:n])
         del self._out[:n]
         return out
 
-    def _started(self) -> bool:
-        return getattr(self, "_fed", False)
-
     def _feed(self, data: bytes) -> None:
         while data:
-            self._fed = True
+            self._in_member = True
             try:
                 self._out += self._d.decompress(data)
             except zlib.error as exc:
-                self._flush_error(exc)
+                self._fail(exc)
+                return
             if self._d.eof:
                 data = self._d.unused_data
                 self._d = zlib.decompressobj(wbits=31)
-                self._fed = False
+                self._in_member = False
                 if data and data.strip(b"\x00") == b"":
                     data = b""  # zero padding after the last member
             else:
                 data = b""
 
-    def _flush_error(self, exc: BaseException) -> None:
+    def _fail(self, exc: BaseException) -> None:
         # Hand out what was decompressed before the damage first, then the error.
         self._pending = exc
         self._eof = True
 
     def raise_pending(self) -> None:
-        exc = getattr(self, "_pending", None)
+        exc = self._pending
         if exc is not None:
             self._pending = None
             raise exc
@@ -166,7 +177,8 @@ class _GzipStream:
 
 
 def read_blocks(
-    source: Source, cursor: Cursor, *, final: bool, block_bytes: int = BLOCK_BYTES
+    source: Source, cursor: Cursor, *, final: bool, block_bytes: int = BLOCK_BYTES,
+    outcome: ReadOutcome | None = None,
 ) -> Iterator[Block]:
     """Yield blocks of whole lines after `cursor`.
 
@@ -174,6 +186,8 @@ def read_blocks(
     last line without its newline is then read as a line; otherwise it is left for the next
     run, because a writer may be in the middle of it.
     """
+    outcome = outcome if outcome is not None else ReadOutcome()
+    outcome.reached_end = False
     offset, line_no = cursor.byte_offset, cursor.lines + 1
     f = _open(source)
     try:
@@ -212,12 +226,15 @@ def read_blocks(
         if corrupt is not None:
             tail_line = line_no + (carry.count(b"\n") if carry else 0)
             yield Block(source, line_no, b"", 0, offset, rejects=[Reject(tail_line, corrupt, preview(carry[-RAW_PREVIEW:]))])
+            outcome.reached_end = True
             return
-        if carry and final:
+        if carry and not final:
+            return  # a line being written: next run
+        if carry:
             if offset == 0 and carry.startswith(BOM):
                 carry, offset = carry[len(BOM):], offset + len(BOM)
-            block = make_block(source, carry, line_no, offset, unterminated=True)
-            yield block
+            yield make_block(source, carry, line_no, offset, unterminated=True)
+        outcome.reached_end = True
     finally:
         if source.path is not None:
             f.close()
