@@ -175,3 +175,14 @@ def test_gzip_still_being_written_waits_then_its_cut_end_is_a_reject(tmp_path, d
     assert after.rejected == 1 and after.events == 0  # nothing read twice
     assert rows(db_path, "SELECT count(*) FROM _session_headers") == [(inside.headers,)]
     assert rows(db_path, "SELECT reason FROM rejects")[0][0].startswith("corrupt gzip: compressed stream ends early")
+
+
+def test_server_and_client_recordings_of_one_session_stay_apart(tmp_path, db_path):
+    sid = new_sid()
+    server = v1_session(sid, [(0.1, "token", {"text": "abc"}), (0.2, "done", {})])
+    client = [header(sid, side="client")] + [event(0.15, "token", {"text": "abc"}, sid=sid, seq=1)]
+    write(tmp_path / "server.jsonl", server)
+    write(tmp_path / "client.jsonl", client)
+    ingest([tmp_path], IngestOptions(db=db_path, open_window=0))
+    assert rows(db_path, "SELECT side, outcome, event_count, token_chars FROM sessions ORDER BY side") == [
+        ("client", "synthetic_done", 1, 3), ("server", "done", 2, 3)]

@@ -45,7 +45,10 @@ EVENTS = """
 CREATE OR REPLACE TEMP TABLE _ev AS
 SELECT e.session_id, e.side, e.seq, e.t, e.event, e.data,
     e.t - lag(e.t) OVER (PARTITION BY e.session_id, e.side ORDER BY e.seq) AS gap
-FROM events e SEMI JOIN _keys k ON e.session_id = k.session_id AND e.side = k.side
+FROM events e
+-- IN lets DuckDB filter the events scan itself; the side is matched after (rarely both exist)
+WHERE e.session_id IN (SELECT session_id FROM _keys)
+  AND (e.session_id, e.side) IN (SELECT (session_id, side) FROM _keys)
 """
 
 AGGREGATES = """
