@@ -15,12 +15,14 @@ The output is plain data (`SpanSpec`); `exporters.otlp_encode` turns it into OTL
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Literal
 
 from .session import SessionTrace
@@ -97,6 +99,14 @@ def resource_attributes(service_name: str | None = None, project: str | None = N
 
 def trace_id_for(session_id: str) -> bytes:
     """The session UUID's 128 bits; a non-UUID id (never written by our hook) is hashed."""
+    if len(session_id) == 36 and session_id[8] == session_id[13] == session_id[18] == session_id[23] == "-":
+        # The canonical form (what the hook writes): the same bytes as uuid.UUID, parsed faster.
+        try:
+            raw = bytes.fromhex(session_id.replace("-", ""))
+        except ValueError:
+            raw = b""
+        if len(raw) == 16:
+            return raw
     try:
         return uuid.UUID(session_id).bytes
     except ValueError:
@@ -105,16 +115,33 @@ def trace_id_for(session_id: str) -> bytes:
 
 def span_id_for(session_id: str, side: str, role: str, index: int) -> bytes:
     """Deterministic, non-zero 64-bit span id of (session, side, role, index)."""
-    digest = hashlib.blake2b(f"{session_id.lower()}\x1f{side}\x1f{role}\x1f{index}".encode(), digest_size=8).digest()
-    return digest if any(digest) else b"\x00" * 7 + b"\x01"
+    return _SpanIds(session_id, side)(role, index)
+
+
+class _SpanIds:
+    """span_id_for of one session: the hash state after the session's prefix is kept and copied
+    for each span (the same digest as hashing the whole string, for less work)."""
+
+    __slots__ = ("_prefix",)
+
+    def __init__(self, session_id: str, side: str) -> None:
+        self._prefix = hashlib.blake2b(f"{session_id.lower()}\x1f{side}\x1f".encode(), digest_size=8)
+
+    def __call__(self, role: str, index: int) -> bytes:
+        h = self._prefix.copy()
+        h.update(f"{role}\x1f{index}".encode())
+        digest = h.digest()
+        return digest if any(digest) else b"\x00" * 7 + b"\x01"
+
+
+@functools.lru_cache(maxsize=1024)
+def _iso_seconds(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def _iso_utc(ns: int) -> str:
-    from datetime import datetime, timezone
-
-    return datetime.fromtimestamp(ns // 1_000_000_000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + (
-        f".{(ns % 1_000_000_000) // 1000:06d}Z"
-    )
+    # A session's times share their seconds often (root and first turn: the same first token).
+    return f"{_iso_seconds(ns // 1_000_000_000)}.{(ns % 1_000_000_000) // 1000:06d}Z"
 
 
 def _clean(attrs: dict[str, Any]) -> dict[str, AttributeValue]:
@@ -186,6 +213,14 @@ def _span_event(name: str, data: Any, time_ns: int, include_content: bool) -> tu
 
 
 _SPAN_EVENTS = frozenset(("thinking", "progress", "creation", "error"))
+_DATA_EVENTS = _SPAN_EVENTS | {"turn", "tool_use"}
+_CONTENT_DATA_EVENTS = _DATA_EVENTS | {"tool_result"}
+
+
+def data_events(include_content: bool = False) -> frozenset[str]:
+    """The events whose `data` session_spans reads (tokens aside, see load_session_traces):
+    the loader leaves the data of the others (done, tool_result, recorder records) unparsed."""
+    return _CONTENT_DATA_EVENTS if include_content else _DATA_EVENTS
 
 
 def session_spans(trace: SessionTrace, *, include_content: bool = False) -> tuple[SpanSpec, ...]:
@@ -201,31 +236,27 @@ def session_spans(trace: SessionTrace, *, include_content: bool = False) -> tupl
 
     # --- walk the events once: turns, their span events, tool summaries -------------------
     turns: list[_Turn] = []
+    turn: _Turn | None = None
     last_t = 0.0
     tool_inputs: dict[str, str] = {}
     tool_outputs: dict[str, str] = {}
     tool_turn: dict[str, int] = {}
     error_messages: list[str] = []
-    for ev in trace.events:
-        name = ev.event or ""
-        t = ev.t if ev.t is not None else last_t
-        last_t = max(last_t, t)
-        if name.startswith("_"):
+    for _seq, ev_t, name, data in trace.events:
+        t = ev_t if ev_t is not None else last_t
+        if t > last_t:
+            last_t = t
+        if not name:
+            name = ""
+        elif name[0] == "_":
             continue  # recorder records: they end the session, they are not wire events
-        if not turns:
-            turns.append(_Turn(1, t))
-        turn = turns[-1]
-        if name == "turn":
-            number = ev.data.get("turn_number") if isinstance(ev.data, dict) else None
-            # An explicit "turn 1" at the very start continues the implicit first turn.
-            if not (number == turn.number and turn.token_events == 0 and not turn.events):
-                number = number if isinstance(number, int) and number > turn.number else turn.number + 1
-                turn.end_t = t
-                turn = _Turn(number, t)
-                turns.append(turn)
-        elif name == "token":
+        if turn is None:
+            turn = _Turn(1, t)
+            turns.append(turn)
+        if name == "token":
             # A token event, or a run of them collapsed by the loader (count/chars/t_last).
-            data = ev.data if isinstance(ev.data, dict) else {}
+            if not isinstance(data, dict):
+                data = {}
             text = _text(data, "text")
             if turn.first_token_t is None:
                 turn.first_token_t = t
@@ -236,21 +267,31 @@ def session_spans(trace: SessionTrace, *, include_content: bool = False) -> tupl
             run_last = data.get("t_last")
             if isinstance(run_last, (int, float)) and run_last > t:
                 t = run_last
-                last_t = max(last_t, t)
+                if t > last_t:
+                    last_t = t
+        elif name == "tool_use" or name == "tool_result":
+            if isinstance(data, dict):
+                tool_id = data.get("tool_use_id")
+                if isinstance(tool_id, str):
+                    if name == "tool_use":
+                        tool_inputs[tool_id] = _text(data, "input_summary")
+                        tool_turn.setdefault(tool_id, turn.number)
+                    else:
+                        tool_outputs[tool_id] = _text(data, "output_summary")
+        elif name == "turn":
+            number = data.get("turn_number") if isinstance(data, dict) else None
+            # An explicit "turn 1" at the very start continues the implicit first turn.
+            if not (number == turn.number and turn.token_events == 0 and not turn.events):
+                number = number if isinstance(number, int) and number > turn.number else turn.number + 1
+                turn.end_t = t
+                turn = _Turn(number, t)
+                turns.append(turn)
         elif name in _SPAN_EVENTS:
-            span_event, error = _span_event(name, ev.data, ns(t), include_content)
+            span_event, error = _span_event(name, data, ns(t), include_content)
             turn.events.append(span_event)
             if error is not None:
                 error_messages.append(error)
                 turn.error = turn.error or error
-        elif name in ("tool_use", "tool_result") and isinstance(ev.data, dict):
-            tool_id = ev.data.get("tool_use_id")
-            if isinstance(tool_id, str):
-                if name == "tool_use":
-                    tool_inputs[tool_id] = _text(ev.data, "input_summary")
-                    tool_turn.setdefault(tool_id, turn.number)
-                else:
-                    tool_outputs[tool_id] = _text(ev.data, "output_summary")
         turn.end_t = t
 
     duration = s.get("duration_s")
@@ -267,7 +308,8 @@ def session_spans(trace: SessionTrace, *, include_content: bool = False) -> tupl
     common = {CONVERSATION_ID: sid, SESSION_ID: sid}
 
     # --- root --------------------------------------------------------------------------------
-    root_id = span_id_for(sid, side, "root", 0)
+    span_id = _SpanIds(sid, side)
+    root_id = span_id("root", 0)
     ttft = s.get("ttft_s")
     first_token_t = next((tn.first_token_t for tn in turns if tn.first_token_t is not None), None)
     root_attrs: dict[str, Any] = {
@@ -350,7 +392,7 @@ def session_spans(trace: SessionTrace, *, include_content: bool = False) -> tupl
             status, message = "error", f"stream ended without done ({end_reason or 'unknown cause'})"
         spans.append(
             SpanSpec(
-                trace_id, span_id_for(sid, side, "turn", index), root_id, chat_name, "client",
+                trace_id, span_id("turn", index), root_id, chat_name, "client",
                 ns(tn.start_t), ns(max(tn.end_t, tn.start_t)), _clean(turn_attrs), tuple(tn.events),
                 status, message,
             )
@@ -388,7 +430,7 @@ def session_spans(trace: SessionTrace, *, include_content: bool = False) -> tupl
             tstatus, tmessage = ("ok" if call.status == "done" else "unset"), ""
         spans.append(
             SpanSpec(
-                trace_id, span_id_for(sid, side, "tool", index), root_id,
+                trace_id, span_id("tool", index), root_id,
                 f"execute_tool {call.tool_name}" if call.tool_name else "execute_tool", "internal",
                 ns(start_t), ns(max(stop_t, start_t)), _clean(tool_attrs), (), tstatus, tmessage,
             )

@@ -32,7 +32,7 @@ from agent_stream_trace.exporters.otlp import OtlpExportOptions, export_otlp  # 
 from agent_stream_trace.ingest.pipeline import IngestOptions, ingest  # noqa: E402
 from agent_stream_trace.session import load_session_traces  # noqa: E402
 from agent_stream_trace.simulate import SimulationOptions, simulate  # noqa: E402
-from agent_stream_trace.spans import resource_attributes, session_spans  # noqa: E402
+from agent_stream_trace.spans import data_events, resource_attributes, session_spans  # noqa: E402
 
 
 class CountingReceiver:
@@ -113,7 +113,8 @@ def run_sdk(db: Path | list, endpoint: str, protocol: str, *, tuned: bool, total
     try:
         started = time.perf_counter()
         # The same loader and mapping as ours: only span objects, processor and encoding differ.
-        traces = load_session_traces(con, token_runs=True, token_text=False) if con is not None else db
+        traces = (load_session_traces(con, token_runs=True, token_text=False, data_events=data_events())
+                  if con is not None else db)
         for trace in traces:
             emit_spans(session_spans(trace), provider)
         provider.force_flush(timeout_millis=600_000)
@@ -140,7 +141,7 @@ def main() -> None:
         simulate(SimulationOptions(sessions=args.sessions, seed=1, out=traces))
         ingest([traces], IngestOptions(db=db))
         con = connect(db)
-        loaded = list(load_session_traces(con, token_runs=True, token_text=False))
+        loaded = list(load_session_traces(con, token_runs=True, token_text=False, data_events=data_events()))
         total = sum(len(session_spans(t)) for t in loaded)
         con.close()
         print(f"{args.sessions} simulated sessions -> {total} spans, protocol {args.protocol}, 2 cores shared")

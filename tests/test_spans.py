@@ -10,7 +10,7 @@ from support.sessions_db import BASE_TIME, add_sessions, scenario, session_trace
 from agent_stream_trace.db import connect
 from agent_stream_trace.exporters.otlp_encode import RequestEncoder, encode_request_reference
 from agent_stream_trace.session import load_session_traces
-from agent_stream_trace.spans import resource_attributes, session_spans, span_id_for
+from agent_stream_trace.spans import data_events, resource_attributes, session_spans, span_id_for
 
 SID = "948ef008-264d-4441-b621-814af4412474"
 BASE_NS = int(BASE_TIME.timestamp()) * 1_000_000_000 + BASE_TIME.microsecond * 1000
@@ -164,3 +164,7 @@ def test_token_runs_collapsed_by_the_loader_map_to_the_same_spans(db_path, inclu
     runs = list(load_session_traces(con, token_runs=True, token_text=include_content))
     assert sum(len(t.events) for t in runs) < sum(len(t.events) for t in raw_traces)
     assert [session_spans(t, include_content=include_content) for t in runs] == raw
+    lean = list(load_session_traces(con, token_runs=True, token_text=include_content,
+                                    data_events=data_events(include_content)))
+    assert any(e.data is None for t in lean for e in t.events if e.event == "done")
+    assert [session_spans(t, include_content=include_content) for t in lean] == raw

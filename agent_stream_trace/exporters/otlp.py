@@ -24,7 +24,7 @@ import duckdb
 
 from ..errors import ExportError
 from ..session import load_session_traces
-from ..spans import MAPPING_VERSION, SpanSpec, resource_attributes, session_spans
+from ..spans import MAPPING_VERSION, SpanSpec, data_events, resource_attributes, session_spans
 from .otlp_encode import RequestEncoder
 from .otlp_transport import OtlpSettings, SendResult, Sender, make_sender, resolve_settings
 
@@ -131,7 +131,9 @@ def iter_session_spans(
     """((session_id, side), spans) for each key, in order."""
     # Token runs collapsed in SQL, and their text only when it is exported: same spans, far
     # fewer Python objects (tokens are ~90% of events).
-    for trace in load_session_traces(con, keys, token_runs=True, token_text=include_content):
+    traces = load_session_traces(con, keys, token_runs=True, token_text=include_content,
+                                 data_events=data_events(include_content))
+    for trace in traces:
         yield (trace.session_id, trace.side), session_spans(trace, include_content=include_content)
 
 

@@ -71,71 +71,136 @@ def _len(n: int) -> bytes:
     return _SMALL[n] if n < 128 else _varint(n)
 
 
-# Encoded attribute fields (tag + length + KeyValue), cached: most repeat from span to span.
-_ATTR_CACHE: dict[tuple[int, str, type, Any], bytes] = {}
-_ATTR_CACHE_MAX = 50_000
-
-
 def _attribute(tag: int, key: str, value: Any) -> bytes:
+    """One attribute field: tag + length + KeyValue{key, value}."""
     kv = _field(1, key.encode("utf-8")) + _field(2, _any_value(value))
     return _TAGS[tag] + _len(len(kv)) + kv
 
 
-def _attributes(tag: int, attributes: Mapping[str, Any]) -> bytes:
-    cache = _ATTR_CACHE
-    parts = []
-    for key, value in attributes.items():
-        if isinstance(value, (list, tuple)):
-            parts.append(_attribute(tag, key, value))
-            continue
-        cache_key = (tag, key, type(value), value)
-        encoded = cache.get(cache_key)
-        if encoded is None:
-            encoded = _attribute(tag, key, value)
-            if len(cache) >= _ATTR_CACHE_MAX:
-                cache.clear()  # session-unique values would otherwise grow it without bound
-            cache[cache_key] = encoded
-        parts.append(encoded)
-    return b"".join(parts)
+_CACHE_MAX = 50_000  # entries per cache; session-unique values would otherwise grow it without bound
+
+
+class _Attributes:
+    """Encodes attribute maps under one field tag (resource 1, span 9, event 3), fast.
+
+    Most (key, value) pairs repeat from span to span (operation name, span kind, model, the
+    session id in every span of a session), so their encoded bytes are cached. A cache per value
+    type: True == 1 == 1.0 as dict keys, but they encode differently. A double always encodes to
+    the same length, so its bytes are a cached per-key prefix plus 8 packed bytes, never cached
+    (durations and times are unique)."""
+
+    __slots__ = ("_tag", "_by_type", "_double_prefix")
+
+    def __init__(self, tag: int) -> None:
+        self._tag = tag
+        self._by_type: dict[type, dict[tuple[str, Any], bytes]] = {str: {}, int: {}, bool: {}}
+        self._double_prefix: dict[str, bytes] = {}
+
+    def _prefix(self, key: str) -> bytes:
+        # The attribute with a double value, minus its last 8 bytes (the value).
+        prefix = _attribute(self._tag, key, 0.0)[:-8]
+        self._double_prefix[key] = prefix
+        return prefix
+
+    def encode(self, attributes: Mapping[str, Any]) -> bytes:
+        by_type = self._by_type
+        doubles = self._double_prefix
+        parts = []
+        append = parts.append
+        for item in attributes.items():
+            value = item[1]
+            kind = type(value)
+            if kind is float:
+                append((doubles.get(item[0]) or self._prefix(item[0])) + _pack_double(value))
+                continue
+            cache = by_type.get(kind)
+            if cache is None:  # lists, str/int subclasses: rare, not cached
+                append(_attribute(self._tag, item[0], value))
+                continue
+            encoded = cache.get(item)
+            if encoded is None:
+                if len(cache) >= _CACHE_MAX:
+                    cache.clear()
+                encoded = cache[item] = _attribute(self._tag, item[0], value)
+            append(encoded)
+        return b"".join(parts)
+
+
+_KIND_FIELDS = {kind: b"\x30" + _varint(code) for kind, code in _KINDS.items()}
+
+
+class _SpanEncoder:
+    """One `opentelemetry.proto.trace.v1.Span` message per SpanSpec, with caches for the parts
+    that repeat: names, statuses, attributes."""
+
+    __slots__ = ("_span_attrs", "_event_attrs", "_names", "_event_names", "_statuses")
+
+    def __init__(self) -> None:
+        self._span_attrs = _Attributes(9)
+        self._event_attrs = _Attributes(3)
+        self._names: dict[str, bytes] = {}
+        self._event_names: dict[str, bytes] = {}
+        self._statuses: dict[tuple[str, str], bytes] = {}
+
+    def _status(self, status: str, message: str) -> bytes:
+        code = _STATUS[status]
+        if not code and not message:
+            encoded = b""
+        else:
+            body = (_field(2, message.encode("utf-8")) if message else b"") + (b"\x18" + _varint(code) if code else b"")
+            encoded = _field(15, body)
+        if len(self._statuses) >= _CACHE_MAX:
+            self._statuses.clear()
+        self._statuses[(status, message)] = encoded
+        return encoded
+
+    def span(self, spec: SpanSpec) -> bytes:
+        """The Span message, with its field-2 (ScopeSpans.spans) tag and length in front."""
+        name = self._names.get(spec.name)
+        if name is None:
+            name = self._names[spec.name] = _field(5, spec.name.encode("utf-8"))
+        parent = spec.parent_span_id
+        parts = [
+            b"\x0a\x10", spec.trace_id, b"\x12\x08", spec.span_id,
+            b"\x22\x08" + parent if parent else b"",
+            name, _KIND_FIELDS[spec.kind],
+            b"\x39", _pack_fixed64(spec.start_ns), b"\x41", _pack_fixed64(spec.end_ns),
+            self._span_attrs.encode(spec.attributes),
+        ]
+        for event in spec.events:
+            event_name = self._event_names.get(event.name)
+            if event_name is None:
+                event_name = self._event_names[event.name] = _field(2, event.name.encode("utf-8"))
+            body = b"\x09" + _pack_fixed64(event.time_ns) + event_name + self._event_attrs.encode(event.attributes)
+            parts.append(b"\x5a" + _len(len(body)) + body)
+        status = self._statuses.get((spec.status, spec.status_message))
+        parts.append(status if status is not None else self._status(spec.status, spec.status_message))
+        body = b"".join(parts)
+        return b"\x12" + _len(len(body)) + body
 
 
 def encode_span(spec: SpanSpec) -> bytes:
     """One `opentelemetry.proto.trace.v1.Span` message."""
-    parts = [
-        b"\x0a\x10" + spec.trace_id,
-        b"\x12\x08" + spec.span_id,
-    ]
-    if spec.parent_span_id:
-        parts.append(b"\x22\x08" + spec.parent_span_id)
-    parts.append(_field(5, spec.name.encode("utf-8")))
-    parts.append(b"\x30" + _varint(_KINDS[spec.kind]))
-    parts.append(b"\x39" + _pack_fixed64(spec.start_ns))
-    parts.append(b"\x41" + _pack_fixed64(spec.end_ns))
-    parts.append(_attributes(9, spec.attributes))
-    for event in spec.events:
-        body = b"\x09" + _pack_fixed64(event.time_ns) + _field(2, event.name.encode("utf-8"))
-        body += _attributes(3, event.attributes)
-        parts.append(_field(11, body))
-    code = _STATUS[spec.status]
-    if code or spec.status_message:
-        status = (_field(2, spec.status_message.encode("utf-8")) if spec.status_message else b"") + (
-            b"\x18" + _varint(code) if code else b""
-        )
-        parts.append(_field(15, status))
-    return b"".join(parts)
+    framed = _SpanEncoder().span(spec)
+    i = 1  # skip the tag byte and the varint length
+    while framed[i] & 0x80:
+        i += 1
+    return framed[i + 1 :]
 
 
 class RequestEncoder:
     """Encodes batches of spans under one resource and our instrumentation scope."""
 
     def __init__(self, resource: Mapping[str, Any], *, scope_version: str = "") -> None:
-        self._resource = _field(1, _attributes(1, resource))
+        self._resource = _field(1, _Attributes(1).encode(resource))
         scope = _field(1, SCOPE_NAME.encode()) + (_field(2, scope_version.encode()) if scope_version else b"")
         self._scope = _field(1, scope)
+        self._spans = _SpanEncoder()
 
     def encode(self, spans: Iterable[SpanSpec]) -> bytes:
         """Serialized `ExportTraceServiceRequest` bytes holding `spans`."""
-        scope_spans = self._scope + b"".join(_field(2, encode_span(s)) for s in spans)
+        span = self._spans.span
+        scope_spans = self._scope + b"".join([span(s) for s in spans])
         resource_spans = self._resource + _field(2, scope_spans)
         return _field(1, resource_spans)
 
