@@ -5,10 +5,10 @@
 Pipeline: select the sessions this destination has not acknowledged in their current version
 (SQL over `_export_otlp_sent`), read them in batches (session.load_session_traces), map each
 to spans (spans.session_spans), encode whole sessions into OTLP requests (otlp_encode) and
-send them from one background thread so encoding overlaps the network (otlp_transport).
+send them from a few background threads so encoding overlaps the network (otlp_transport).
 A session is marked sent only once the request holding all its spans was acknowledged; on
 the first request that fails for good we stop and raise ExportError, with nothing of the
-failed request marked.
+failed request (or of requests not sent yet) marked.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from .otlp_encode import RequestEncoder
 from .otlp_transport import OtlpSettings, SendResult, Sender, make_sender, resolve_settings
 
 DEFAULT_REQUEST_SPANS = 2000
+DEFAULT_IN_FLIGHT = 2
+MARK_EVERY_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class OtlpExportOptions:
     service_name: str | None = None
     project: str | None = None
     request_spans: int = DEFAULT_REQUEST_SPANS  # spans per request (whole sessions only)
+    in_flight: int = DEFAULT_IN_FLIGHT  # requests sent concurrently
 
 
 @dataclass
@@ -172,6 +175,58 @@ def _failure_message(settings: OtlpSettings, result: SendResult) -> ExportError:
     )
 
 
+class _SendPool:
+    """Up to `size` requests in flight, each worker thread with its own Sender (its own HTTP
+    session or gRPC channel). Results arrive on `results` as backends answer; after the first
+    request that failed for good, queued requests are dropped unsent (and so stay unmarked)."""
+
+    def __init__(self, factory: Callable[[OtlpSettings], Sender], settings: OtlpSettings, size: int) -> None:
+        self.results: queue.Queue[tuple[_Batch, SendResult]] = queue.Queue()
+        self.failed = threading.Event()
+        self._outbox: queue.Queue[_Batch | None] = queue.Queue(maxsize=size)
+        self._senders: list[Sender] = []
+        try:
+            for _ in range(size):
+                self._senders.append(factory(settings))
+        except BaseException:
+            self._close_senders()
+            raise
+        self._threads = [
+            threading.Thread(target=self._loop, args=(sender,), name=f"agent-stream-otlp-send-{i}", daemon=True)
+            for i, sender in enumerate(self._senders)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, batch: _Batch) -> None:
+        """Queue a request; blocks while every worker is busy and one request already waits."""
+        self._outbox.put(batch)
+
+    def _loop(self, sender: Sender) -> None:
+        while (batch := self._outbox.get()) is not None:
+            if self.failed.is_set():
+                continue  # drain without sending once a request failed for good
+            try:
+                result = sender.send(batch[0], batch[1])
+            except Exception as exc:  # never let the thread die silently
+                result = SendResult(False, type(exc).__name__, str(exc))
+            if not result.ok:
+                self.failed.set()
+            self.results.put((batch, result))
+
+    def _close_senders(self) -> None:
+        for sender in self._senders:
+            sender.close()
+
+    def close(self) -> None:
+        """Wait for the requests in flight, then stop the workers and close the senders."""
+        for _ in self._threads:
+            self._outbox.put(None)
+        for thread in self._threads:
+            thread.join()
+        self._close_senders()
+
+
 def export_otlp(
     con: duckdb.DuckDBPyConnection,
     options: OtlpExportOptions = OtlpExportOptions(),
@@ -181,7 +236,7 @@ def export_otlp(
     """Send every session this destination has not acknowledged (all of them with resend_all).
 
     Raises ExportError when the backend refuses a request (4xx) or stays unreachable past the
-    retries; sessions acknowledged before that stay marked, the rest are sent next time.
+    retries; sessions acknowledged before that are marked, the rest are sent next time.
     """
     import time
 
@@ -195,54 +250,49 @@ def export_otlp(
     from .. import __version__
 
     encoder = RequestEncoder(resource, scope_version=__version__)
-    sender = sender_factory(settings)
-    # One request in flight and one encoded ahead: encoding overlaps the network wait.
-    outbox: queue.Queue[_Batch | None] = queue.Queue(maxsize=2)
-    results: queue.Queue[tuple[_Batch, SendResult]] = queue.Queue()
-    stop = threading.Event()
-
-    def send_loop() -> None:
-        while (batch := outbox.get()) is not None:
-            if stop.is_set():
-                continue  # drain without sending once a request failed for good
-            try:
-                result = sender.send(batch[0], batch[1])
-            except Exception as exc:  # never let the thread die silently
-                result = SendResult(False, type(exc).__name__, str(exc))
-            if not result.ok:
-                stop.set()
-            results.put((batch, result))
-
-    worker = threading.Thread(target=send_loop, name="agent-stream-otlp-send", daemon=True)
-    worker.start()
+    # Requests in flight while the next ones are encoded: encoding overlaps the network wait,
+    # and a backend far away (tens of ms per request) is not waited for one request at a time.
+    pool = _SendPool(sender_factory, settings, max(1, options.in_flight))
     failure: SendResult | None = None
+    acked: list[tuple[str, str, str, int]] = []
+    last_mark = time.monotonic()
+
+    def mark() -> None:
+        # Marked in bulk (one transaction per MARK_EVERY_S): a write per request cost more
+        # than encoding it. Only acknowledged sessions are ever in `acked`.
+        nonlocal last_mark
+        if acked:
+            _mark_sent(con, settings.destination, acked)
+            acked.clear()
+        last_mark = time.monotonic()
 
     def drain() -> None:
         nonlocal failure
         while True:
             try:
-                (payload, spans, sessions), result = results.get_nowait()
+                (_, spans, sessions), result = pool.results.get_nowait()
             except queue.Empty:
-                return
+                break
             if result.ok:
-                _mark_sent(con, settings.destination, sessions)
+                acked.extend(sessions)
                 report.sessions += len(sessions)
                 report.spans += spans
                 report.requests += 1
             elif failure is None:
                 failure = result
+        if time.monotonic() - last_mark >= MARK_EVERY_S:
+            mark()
 
     try:
         for batch in _requests(con, todo, options, encoder):
-            if stop.is_set():
+            if pool.failed.is_set():
                 break
-            outbox.put(batch)
+            pool.submit(batch)
             drain()
     finally:
-        outbox.put(None)
-        worker.join()
-        sender.close()
-    drain()
+        pool.close()
+        drain()
+        mark()  # also when interrupted: what was acknowledged is marked
     report.seconds = time.perf_counter() - started
     if failure is not None:
         raise _failure_message(settings, failure)

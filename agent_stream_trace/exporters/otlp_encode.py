@@ -89,11 +89,13 @@ class _Attributes:
     the same length, so its bytes are a cached per-key prefix plus 8 packed bytes, never cached
     (durations and times are unique)."""
 
-    __slots__ = ("_tag", "_by_type", "_double_prefix")
+    __slots__ = ("_tag", "_str", "_int", "_bool", "_double_prefix")
 
     def __init__(self, tag: int) -> None:
         self._tag = tag
-        self._by_type: dict[type, dict[tuple[str, Any], bytes]] = {str: {}, int: {}, bool: {}}
+        self._str: dict[tuple[str, Any], bytes] = {}
+        self._int: dict[tuple[str, Any], bytes] = {}
+        self._bool: dict[tuple[str, Any], bytes] = {}
         self._double_prefix: dict[str, bytes] = {}
 
     def _prefix(self, key: str) -> bytes:
@@ -102,26 +104,28 @@ class _Attributes:
         self._double_prefix[key] = prefix
         return prefix
 
+    def _miss(self, cache: dict[tuple[str, Any], bytes], item: tuple[str, Any]) -> bytes:
+        if len(cache) >= _CACHE_MAX:
+            cache.clear()
+        encoded = cache[item] = _attribute(self._tag, item[0], item[1])
+        return encoded
+
     def encode(self, attributes: Mapping[str, Any]) -> bytes:
-        by_type = self._by_type
-        doubles = self._double_prefix
+        strs, ints, bools, doubles = self._str, self._int, self._bool, self._double_prefix
         parts = []
         append = parts.append
         for item in attributes.items():
-            value = item[1]
-            kind = type(value)
-            if kind is float:
-                append((doubles.get(item[0]) or self._prefix(item[0])) + _pack_double(value))
-                continue
-            cache = by_type.get(kind)
-            if cache is None:  # lists, str/int subclasses: rare, not cached
-                append(_attribute(self._tag, item[0], value))
-                continue
-            encoded = cache.get(item)
-            if encoded is None:
-                if len(cache) >= _CACHE_MAX:
-                    cache.clear()
-                encoded = cache[item] = _attribute(self._tag, item[0], value)
+            kind = type(item[1])
+            if kind is str:
+                encoded = strs.get(item) or self._miss(strs, item)
+            elif kind is int:
+                encoded = ints.get(item) or self._miss(ints, item)
+            elif kind is float:
+                encoded = (doubles.get(item[0]) or self._prefix(item[0])) + _pack_double(item[1])
+            elif kind is bool:
+                encoded = bools.get(item) or self._miss(bools, item)
+            else:  # lists, str/int subclasses: rare, not cached
+                encoded = _attribute(self._tag, item[0], item[1])
             append(encoded)
         return b"".join(parts)
 
