@@ -161,9 +161,18 @@ def _stream(cur: duckdb.DuckDBPyConnection, sql: str, batch_size: int) -> Iterat
         yield from rows
 
 
-def _event_rows(rows: Iterator[tuple[Any, ...]]) -> Iterator[tuple[int, EventRow]]:
+def _session_events(rows: Iterator[tuple[Any, ...]]) -> Iterator[tuple[int, list[EventRow]]]:
+    """(position, events) per session, parsing `data` JSON; rows sorted by position. One loop,
+    no per-row intermediates: this runs once per event row, tens of thousands of times."""
     loads = json.loads
+    new_row = tuple.__new__  # EventRow(...) without a Python-level __new__ call
+    current: int | None = None
+    items: list[EventRow] = []
     for ord_, seq, t, name, token_text, data, count, chars, t_last, *_ in rows:
+        if ord_ != current:
+            if current is not None:
+                yield current, items
+            current, items = ord_, []
         if count is not None:
             parsed: Any = {"text": token_text or "", "count": count, "chars": chars, "t_last": t_last}
         elif name == "token":
@@ -174,8 +183,10 @@ def _event_rows(rows: Iterator[tuple[Any, ...]]) -> Iterator[tuple[int, EventRow
             try:
                 parsed = loads(data)
             except ValueError:
-                parsed = data
-        yield ord_, EventRow(seq, t, name, parsed)
+                parsed = data  # stored data is JSON by construction; keep the text, not lose the event
+        items.append(new_row(EventRow, (seq, t, name, parsed)))
+    if current is not None:
+        yield current, items
 
 
 def _group(rows: Iterator[tuple[int, Any]]) -> Iterator[tuple[int, list[Any]]]:
@@ -298,7 +309,7 @@ def load_session_traces(
             )
         else:
             events_sql = _EVENTS_SELECT if token_text else _EVENTS_SELECT.replace("e.data->>'text'", "''")
-        events = _group(_event_rows(_stream(e_cur, events_sql, batch_size * 20)))
+        events = _session_events(_stream(e_cur, events_sql, batch_size * 20))
         tools = _group((r[0], ToolCallRow(*r[1:])) for r in _stream(t_cur, _TOOLS_SELECT, batch_size * 4))
         yield from _merge(sessions(), events, tools)
     finally:

@@ -146,6 +146,8 @@ def _iso_utc(ns: int) -> str:
 
 def _clean(attrs: dict[str, Any]) -> dict[str, AttributeValue]:
     """Drop None values: OTLP has no null attribute."""
+    if None not in attrs.values():  # most turn and tool spans: no copy
+        return attrs
     return {k: v for k, v in attrs.items() if v is not None}
 
 
