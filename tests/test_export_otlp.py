@@ -183,3 +183,19 @@ def test_cli_unreachable_is_one_line_and_exit_1(db_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1
     assert err[0].startswith("error: could not deliver") and err[1].startswith("hint:") and len(err) == 2
+
+
+def test_export_leaves_the_garbage_collector_as_it_found_it(con, receiver):
+    import gc
+
+    if gc.get_freeze_count():
+        pytest.skip("this process froze objects before the test")
+    export_otlp(con, OtlpExportOptions(endpoint=receiver.http_endpoint))
+    assert gc.get_freeze_count() == 0  # what the export froze was handed back
+    gc.freeze()  # as a pre-fork server would: the export must not undo it
+    try:
+        report = export_otlp(con, OtlpExportOptions(endpoint=receiver.http_endpoint, resend_all=True))
+        assert report.sessions == 14
+        assert gc.get_freeze_count() > 0  # an unfreeze() by the export would have emptied it
+    finally:
+        gc.unfreeze()

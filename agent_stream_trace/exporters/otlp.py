@@ -13,9 +13,11 @@ failed request (or of requests not sent yet) marked.
 
 from __future__ import annotations
 
+import gc
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -175,6 +177,26 @@ def _failure_message(settings: OtlpSettings, result: SendResult) -> ExportError:
     )
 
 
+@contextmanager
+def _caller_heap_frozen() -> Iterator[None]:
+    """Keep the collector off the objects that existed before the export while it runs.
+
+    A bulk export allocates hundreds of thousands of short-lived objects (rows, attribute
+    dicts, spans), which triggers full collections, and each one rescans the caller's whole
+    heap: measured 10-15% of an export from a process holding a few thousand sessions in
+    memory. gc.freeze() parks those objects (new garbage is still collected) and unfreeze()
+    hands them back. If the application froze objects itself (pre-fork servers do), its
+    freeze is left alone: unfreeze() would undo it."""
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 class _SendPool:
     """Up to `size` requests in flight, each worker thread with its own Sender (its own HTTP
     session or gRPC channel). Results arrive on `results` as backends answer; after the first
@@ -284,11 +306,12 @@ def export_otlp(
             mark()
 
     try:
-        for batch in _requests(con, todo, options, encoder):
-            if pool.failed.is_set():
-                break
-            pool.submit(batch)
-            drain()
+        with _caller_heap_frozen():
+            for batch in _requests(con, todo, options, encoder):
+                if pool.failed.is_set():
+                    break
+                pool.submit(batch)
+                drain()
     finally:
         pool.close()
         drain()
