@@ -1,6 +1,6 @@
 """Bulk OTLP export: our direct-protobuf exporter against the OpenTelemetry SDK tracer path.
 
-    python benchmarks/export.py [--sessions 4000] [--protocol http/protobuf]
+    python benchmarks/export.py [--sessions 4000] [--protocol http/protobuf] [--repeat 1]
 
 Simulates sessions (agent_stream_trace.simulate), ingests them into a temporary DuckDB file,
 starts a counting OTLP receiver on 127.0.0.1 in its own process (so it does not share our
@@ -12,7 +12,10 @@ GIL), then, in one run, for the same sessions:
 Each path starts from the database and ends when the receiver has acknowledged the last
 request. Then the same again from SessionTraces already in memory (the part that differs
 between the paths: span objects, processor, encoding). Prints spans/s, spans received, spans
-dropped and our speed as a ratio of sdk-tuned.
+dropped and our speed as a ratio of sdk-tuned. Before any clock starts, every path's exporter
+module is imported and the receiver answers one empty request, so no path pays first-use costs
+for another. --repeat N runs N rounds of every path and keeps each path's fastest run (and its
+fewest spans received).
 """
 
 from __future__ import annotations
@@ -154,6 +157,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", type=int, default=4000)
     parser.add_argument("--protocol", choices=("http/protobuf", "grpc"), default="http/protobuf")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="rounds of every path; each path's fastest run is shown (default 1)")
     args = parser.parse_args()
 
     import logging
@@ -174,21 +179,29 @@ def main() -> None:
         endpoint = receiver.grpc if args.protocol == "grpc" else receiver.http
         warm_up(endpoint, args.protocol)
         results: dict[str, tuple[float, int]] = {}
+
+        def keep(name: str, seconds: float, received: int) -> None:
+            # Fastest run, fewest spans received: noise on a shared machine only slows a run
+            # down, and a drop in any run must show.
+            best = results.get(name, (seconds, received))
+            results[name] = (min(best[0], seconds), min(best[1], received))
+
         try:
-            for name in ("ours", "sdk-tuned", "sdk-default"):
-                before = receiver.count()
-                if name == "ours":
-                    seconds = run_ours(db, endpoint, args.protocol)
-                else:
-                    seconds = run_sdk(db, endpoint, args.protocol, tuned=name == "sdk-tuned", total_spans=total)
-                results[name] = (seconds, receiver.count() - before)
-            for name in ("ours", "sdk-tuned", "sdk-default"):
-                before = receiver.count()
-                if name == "ours":
-                    seconds = run_ours_in_memory(loaded, endpoint, args.protocol)
-                else:
-                    seconds = run_sdk(loaded, endpoint, args.protocol, tuned=name == "sdk-tuned", total_spans=total)
-                results[f"{name} (mem)"] = (seconds, receiver.count() - before)
+            for _ in range(args.repeat):  # rounds, so drifting load from other work hits every path
+                for name in ("ours", "sdk-tuned", "sdk-default"):
+                    before = receiver.count()
+                    if name == "ours":
+                        seconds = run_ours(db, endpoint, args.protocol)
+                    else:
+                        seconds = run_sdk(db, endpoint, args.protocol, tuned=name == "sdk-tuned", total_spans=total)
+                    keep(name, seconds, receiver.count() - before)
+                for name in ("ours", "sdk-tuned", "sdk-default"):
+                    before = receiver.count()
+                    if name == "ours":
+                        seconds = run_ours_in_memory(loaded, endpoint, args.protocol)
+                    else:
+                        seconds = run_sdk(loaded, endpoint, args.protocol, tuned=name == "sdk-tuned", total_spans=total)
+                    keep(f"{name} (mem)", seconds, receiver.count() - before)
         finally:
             receiver.close()
 
