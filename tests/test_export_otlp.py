@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import grpc
 import pytest
@@ -111,6 +112,23 @@ def test_http_400_is_an_answer_not_retried(con, receiver):
         export_otlp(con, OtlpExportOptions(endpoint=receiver.http_endpoint))
     assert receiver.requests == 1  # no retry storm, and no further request after the refusal
     assert marked(con) == 0
+
+
+@pytest.mark.parametrize("in_flight", [1, 3])
+def test_a_refusal_mid_export_marks_exactly_what_was_acknowledged(con, receiver, in_flight):
+    receiver.script = [None, None, 400]  # two requests accepted, the third refused
+    options = OtlpExportOptions(endpoint=receiver.http_endpoint, request_spans=12, in_flight=in_flight)
+    with pytest.raises(ExportError, match="HTTP 400"):
+        export_otlp(con, options)
+    acknowledged = {bytes(s.trace_id) for s in receiver.spans()}
+    stored = con.execute("SELECT session_id FROM _export_otlp_sent").fetchall()
+    assert acknowledged and {uuid.UUID(r[0]).bytes for r in stored} == acknowledged
+    # Nothing new is sent once a request was refused: only requests already in flight go out.
+    if in_flight == 1:
+        assert receiver.requests == 3
+    else:
+        assert receiver.requests <= 3 + in_flight
+    assert len(acknowledged) < 14
 
 
 def test_503_then_success_is_retried_and_delivered_once(con, receiver):
