@@ -250,7 +250,7 @@ def session_spans(trace: SessionTrace, *, include_content: bool = False) -> tupl
     error_messages: list[str] = []
     for _seq, ev_t, name, data in trace.events:
         t = ev_t if ev_t is not None else last_t
-        if t > last_t:
+        if t > last_t:  # not max(): this runs once per event row
             last_t = t
         if not name:
             name = ""

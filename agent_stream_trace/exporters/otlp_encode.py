@@ -89,7 +89,7 @@ class _Attributes:
     the same length, so its bytes are a cached per-key prefix plus 8 packed bytes, never cached
     (durations and times are unique)."""
 
-    __slots__ = ("_tag", "_str", "_int", "_bool", "_double_prefix")
+    __slots__ = ("_bool", "_double_prefix", "_int", "_str", "_tag")
 
     def __init__(self, tag: int) -> None:
         self._tag = tag
@@ -137,7 +137,7 @@ class _SpanEncoder:
     """One `opentelemetry.proto.trace.v1.Span` message per SpanSpec, with caches for the parts
     that repeat: names, statuses, attributes."""
 
-    __slots__ = ("_span_attrs", "_event_attrs", "_names", "_event_names", "_statuses")
+    __slots__ = ("_event_attrs", "_event_names", "_names", "_span_attrs", "_statuses")
 
     def __init__(self) -> None:
         self._span_attrs = _Attributes(9)
