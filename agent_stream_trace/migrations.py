@@ -167,6 +167,16 @@ def m003_export_state(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+@migration
+def m004_token_text_chars(con: duckdb.DuckDBPyConnection) -> None:
+    # The length of a token event's text, measured once at ingest: per-session token_chars and
+    # the exporters' token runs then add up a column instead of parsing every token's JSON
+    # again (a third of loading sessions for export, measured). NULL when the event has no
+    # text or was written by other means; readers fall back to data->>'text' then.
+    con.execute("ALTER TABLE events ADD COLUMN text_chars INTEGER")
+    con.execute("UPDATE events SET text_chars = length(data ->> 'text') WHERE event = 'token'")
+
+
 def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Apply pending migrations; return the names applied. Safe to call from every entry point."""
     con.execute(

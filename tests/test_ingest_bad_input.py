@@ -119,3 +119,47 @@ def test_gzip_recordings_read_like_plain_ones(tmp_path, db_path, upstream_sequen
     report = ingest([tmp_path], IngestOptions(db=db_path, open_window=0))
     assert (report.headers, report.rejected) == (25, 0)
     assert rows(db_path, "SELECT count(*) FROM sessions WHERE outcome = 'done'") == [(18,)]
+
+
+def test_token_text_chars_are_what_the_text_decodes_to(tmp_path, db_path):
+    # text_chars is measured at ingest from the JSON literal; whatever the escapes, it must equal
+    # length(data->>'text') (characters, not bytes), and be NULL where a token has no text.
+    sid = new_sid()
+    texts = ["plain", "", "héllo ✓", "日本語", "tab\there", 'quote "x"', "back\\slash", "line\nbreak",
+             "\u2028sep", "emoji \U0001f600", "x" * 5000]
+    lines = [header(sid)]
+    lines += [event(0.1 + i / 100, "token", {"text": t}, sid=sid, seq=i) for i, t in enumerate(texts)]
+    raw = [
+        '{"t": 1, "event": "token", "data": {"text": "\\u00e9\\ud83d\\ude00"}, "sid": "%s", "seq": 100}' % sid,
+        '{"t": 1, "event": "token", "data": {"text": 42}, "sid": "%s", "seq": 101}' % sid,
+        '{"t": 1, "event": "token", "data": {}, "sid": "%s", "seq": 102}' % sid,
+        '{"t": 1, "event": "token", "data": {"text": "a", "text": "bcd"}, "sid": "%s", "seq": 103}' % sid,
+    ]
+    path = tmp_path / "t.jsonl"
+    path.write_text("\n".join(lines + raw) + "\n", encoding="utf-8")
+    ingest([path], IngestOptions(db=db_path, open_window=0))
+    got = rows(db_path, "SELECT seq, text_chars, length(data ->> 'text') FROM events ORDER BY seq")
+    assert len(got) == len(texts) + len(raw)
+    assert all(stored == expected for _, stored, expected in got), got
+    assert [r[1] for r in got[: len(texts)]] == [len(t) for t in texts]
+    assert dict((r[0], r[1]) for r in got)[102] is None
+    (chars,) = rows(db_path, "SELECT token_chars FROM sessions")[0]
+    assert chars == sum(len(t) for t in texts) + 2 + 2 + 0 + got[-1][2]
+
+
+def test_migration_fills_text_chars_of_events_stored_before_it(tmp_path):
+    import duckdb
+
+    from agent_stream_trace import migrations
+
+    db = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(db))
+    old = [m for m in migrations.MIGRATIONS if m.__name__ < "m004"]
+    con.execute("CREATE TABLE _schema_migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMPTZ)")
+    for m in old:
+        m(con)
+        con.execute("INSERT INTO _schema_migrations VALUES (?, now())", [m.__name__])
+    con.execute("INSERT INTO events VALUES ('s', 'server', 1, 0.1, 'token', '{\"text\": \"héllo\"}', 'f', 2),"
+                " ('s', 'server', 2, 0.2, 'turn', '{\"turn_number\": 2}', 'f', 3)")
+    assert migrations.migrate(con) == ["m004_token_text_chars"]
+    assert con.execute("SELECT seq, text_chars FROM events ORDER BY seq").fetchall() == [(1, 5), (2, None)]

@@ -166,7 +166,8 @@ def load(con: Any, fixtures: list[Fixture]) -> None:
              d["output_tokens"], d["token_velocity_tps"], d["max_gap_at_s"]],
         )
         for seq, (t, name, data) in enumerate(fx.lines, start=1):
-            con.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, 'fixture.jsonl', ?)",
+            con.execute("INSERT INTO events (session_id, side, seq, t, event, data, source_file, line_no)"
+                        " VALUES (?, ?, ?, ?, ?, ?, 'fixture.jsonl', ?)",
                         [fx.sid, fx.side, seq, t, name, json.dumps(data), seq + 1])
         for c in tool_call_rows(fx):
             con.execute("INSERT INTO tool_calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -135,6 +135,30 @@ def test_encoder_writes_what_the_official_protobuf_classes_write(db_path):
     assert payload == encode_request_reference(spans, resource, scope_version="9").SerializeToString()
 
 
+def test_encoder_agrees_with_protobuf_on_awkward_values_seen_once_and_again(monkeypatch):
+    # Every value kind, first encoded on a cache miss, then from the cache, then (cache size 3)
+    # after the caches were emptied: the bytes never differ from the official classes'.
+    from agent_stream_trace.exporters import otlp_encode
+    from agent_stream_trace.spans import SpanEventSpec, SpanSpec
+
+    monkeypatch.setattr(otlp_encode, "_CACHE_MAX", 3)
+    values = {
+        "s.ascii": "plain", "s.empty": "", "s.unicode": "héllo ✓ 日本 \U0001f600", "s.long": "x" * 300,
+        "i.zero": 0, "i.neg": -5, "i.big": 2**62, "b.true": True, "b.false": False,
+        "f.val": 1.5, "f.neg": -0.0, "l.mixed": ["a", 1, 2.5, True], "k.ünïcode" * 20: "key over 127 bytes",
+    }
+    spans = []
+    for i in range(3):
+        attrs = dict(values, **{"s.unique": f"id-{i}", "i.unique": 1000 + i})
+        spans.append(SpanSpec(bytes(range(16)), bytes([i + 1] * 8), None if i == 0 else bytes([1] * 8),
+                              f"span {i}", "client", 10**18 + i, 10**18 + i + 5, attrs,
+                              (SpanEventSpec("ev", 10**18 + i, attrs),), "error" if i else "ok", "boom" if i else ""))
+    resource = {"service.name": "svc ✓"}
+    encoder = RequestEncoder(resource)
+    for _ in range(2):  # the second request reuses the first one's caches
+        assert encoder.encode(spans) == encode_request_reference(spans, resource).SerializeToString()
+
+
 def test_loader_reads_every_session_with_its_rows(db_path):
     con = connect(db_path)
     specs = simulated_specs(30)

@@ -85,11 +85,13 @@ class _Attributes:
 
     Most (key, value) pairs repeat from span to span (operation name, span kind, model, the
     session id in every span of a session), so their encoded bytes are cached. A cache per value
-    type: True == 1 == 1.0 as dict keys, but they encode differently. A double always encodes to
-    the same length, so its bytes are a cached per-key prefix plus 8 packed bytes, never cached
-    (durations and times are unique)."""
+    type: True == 1 == 1.0 as dict keys, but they encode differently. The many values seen once
+    (tool call ids, a session's id in its first span, durations) are encoded from a cached
+    per-key prefix instead: KeyValue{key, value} is the key's bytes, then the value's, so only
+    the lengths and the value are new. A miss written the slow general way cost a third of
+    encoding (measured: 25k misses for 16k spans of 3000 sessions)."""
 
-    __slots__ = ("_bool", "_double_prefix", "_int", "_str", "_tag")
+    __slots__ = ("_bool", "_double_prefix", "_int", "_key", "_str", "_tag")
 
     def __init__(self, tag: int) -> None:
         self._tag = tag
@@ -97,6 +99,7 @@ class _Attributes:
         self._int: dict[tuple[str, Any], bytes] = {}
         self._bool: dict[tuple[str, Any], bytes] = {}
         self._double_prefix: dict[str, bytes] = {}
+        self._key: dict[str, bytes] = {}  # field 1 (key) and the tag byte of field 2 (value)
 
     def _prefix(self, key: str) -> bytes:
         # The attribute with a double value, minus its last 8 bytes (the value).
@@ -104,10 +107,17 @@ class _Attributes:
         self._double_prefix[key] = prefix
         return prefix
 
-    def _miss(self, cache: dict[tuple[str, Any], bytes], item: tuple[str, Any]) -> bytes:
+    def _key_bytes(self, key: str) -> bytes:
+        encoded = self._key[key] = _field(1, key.encode("utf-8")) + b"\x12"
+        return encoded
+
+    def _miss(self, cache: dict[tuple[str, Any], bytes], item: tuple[str, Any], value: bytes) -> bytes:
+        """Cache and return the attribute whose AnyValue bytes are `value`."""
         if len(cache) >= _CACHE_MAX:
             cache.clear()
-        encoded = cache[item] = _attribute(self._tag, item[0], item[1])
+        key = self._key.get(item[0]) or self._key_bytes(item[0])
+        kv = key + _len(len(value)) + value
+        encoded = cache[item] = _TAGS[self._tag] + _len(len(kv)) + kv
         return encoded
 
     def encode(self, attributes: Mapping[str, Any]) -> bytes:
@@ -117,13 +127,16 @@ class _Attributes:
         for item in attributes.items():
             kind = type(item[1])
             if kind is str:
-                encoded = strs.get(item) or self._miss(strs, item)
+                encoded = strs.get(item)
+                if encoded is None:
+                    text = item[1].encode("utf-8")
+                    encoded = self._miss(strs, item, b"\x0a" + _len(len(text)) + text)
             elif kind is int:
-                encoded = ints.get(item) or self._miss(ints, item)
+                encoded = ints.get(item) or self._miss(ints, item, b"\x18" + _varint(item[1]))
             elif kind is float:
                 encoded = (doubles.get(item[0]) or self._prefix(item[0])) + _pack_double(item[1])
             elif kind is bool:
-                encoded = bools.get(item) or self._miss(bools, item)
+                encoded = bools.get(item) or self._miss(bools, item, b"\x10\x01" if item[1] else b"\x10\x00")
             else:  # lists, str/int subclasses: rare, not cached
                 encoded = _attribute(self._tag, item[0], item[1])
             append(encoded)

@@ -43,7 +43,7 @@ GROUP BY h.session_id, h.side
 
 EVENTS = """
 CREATE OR REPLACE TEMP TABLE _ev AS
-SELECT e.session_id, e.side, e.seq, e.t, e.event, e.data,
+SELECT e.session_id, e.side, e.seq, e.t, e.event, e.data, e.text_chars,
     e.t - lag(e.t) OVER (PARTITION BY e.session_id, e.side ORDER BY e.seq) AS gap
 FROM events e
 -- IN lets DuckDB filter the events scan itself; the side is matched after (rarely both exist)
@@ -56,7 +56,8 @@ CREATE OR REPLACE TEMP TABLE _agg AS
 SELECT session_id, side,
     count(*) FILTER (WHERE NOT starts_with(event, '_')) AS event_count,
     count(*) FILTER (WHERE event = 'token') AS token_events,
-    coalesce(sum(length(data ->> 'text')) FILTER (WHERE event = 'token'), 0) AS token_chars,
+    -- text_chars is length(data->>'text') measured at ingest; computed here for rows without it
+    coalesce(sum(coalesce(text_chars, length(data ->> 'text'))) FILTER (WHERE event = 'token'), 0) AS token_chars,
     min(t) FILTER (WHERE event = 'token') AS first_token_t,
     max(t) FILTER (WHERE event = 'token') AS last_token_t,
     max_by(t, seq) AS last_t,

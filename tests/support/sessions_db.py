@@ -167,7 +167,7 @@ def add_sessions(con: duckdb.DuckDBPyConnection, specs: Sequence[dict[str, Any]]
     cols = ", ".join(s_tbl.column_names)
     con.execute(f"INSERT INTO sessions ({cols}) SELECT {cols} FROM _s")
     if events:
-        con.execute("INSERT INTO events SELECT * FROM _e")
+        con.execute("INSERT INTO events BY NAME SELECT * FROM _e")
     if tools:
         con.execute("INSERT INTO tool_calls SELECT * FROM _t")
     for name in ("_s", "_e", "_t"):
