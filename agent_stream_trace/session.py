@@ -7,6 +7,7 @@ from what it recorded. Both hand them to `spans.session_spans`, so both yield th
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
@@ -97,7 +98,7 @@ _EVENTS_SELECT = """
 SELECT k.ord, e.seq, e.t, e.event,
        CASE WHEN e.event = 'token' THEN e.data->>'text' END,
        CASE WHEN e.event <> 'token' OR e.event IS NULL THEN CAST(e.data AS VARCHAR) END,
-       NULL::BIGINT, NULL::BIGINT, NULL::DOUBLE
+       NULL::BIGINT, NULL::BIGINT, NULL::DOUBLE, e.line_no
 FROM events e JOIN _ast_keys k USING (session_id, side)
 ORDER BY k.ord, e.seq, e.line_no
 """
@@ -167,8 +168,13 @@ def _session_row(columns: Sequence[str], row: Sequence[Any]) -> dict[str, Any]:
 
 def _stream(cur: duckdb.DuckDBPyConnection, sql: str, batch_size: int) -> Iterator[tuple[Any, ...]]:
     cur.execute(sql)
-    while rows := cur.fetchmany(batch_size):
-        yield from rows
+    return _fetched(cur, batch_size)
+
+
+def _fetched(cur: duckdb.DuckDBPyConnection, batch_size: int) -> Iterator[tuple[Any, ...]]:
+    # The rows of the pending result, `batch_size` at a time, chained in C (no generator
+    # frame per row: tens of thousands of rows per export).
+    return itertools.chain.from_iterable(iter(lambda: cur.fetchmany(batch_size), []))
 
 
 class _StartedStream:
@@ -198,18 +204,17 @@ class _StartedStream:
         self.wait()
         if self._error is not None:
             raise self._error
-        while batch := self._cur.fetchmany(self._batch_size):
-            yield from batch
+        return _fetched(self._cur, self._batch_size)
 
 
-def _session_events(rows: Iterator[tuple[Any, ...]]) -> Iterator[tuple[int, list[EventRow]]]:
+def _session_events(rows: Iterable[tuple[Any, ...]]) -> Iterator[tuple[int, list[EventRow]]]:
     """(position, events) per session, parsing `data` JSON; rows sorted by position. One loop,
     no per-row intermediates: this runs once per event row, tens of thousands of times."""
     loads = _loads
     new_row = tuple.__new__  # EventRow(...) without a Python-level __new__ call
     current: int | None = None
     items: list[EventRow] = []
-    for ord_, seq, t, name, token_text, data, count, chars, t_last, *_ in rows:
+    for ord_, seq, t, name, token_text, data, count, chars, t_last, _line_no in rows:
         if ord_ != current:
             if current is not None:
                 yield current, items
@@ -329,15 +334,6 @@ def load_session_traces(
         for cur in cursors:
             cur.register("_ast_keys", table)
         s_cur, e_cur, t_cur = cursors
-        s_rows = _stream(s_cur, _SESSION_SELECT, batch_size)
-        columns: list[str] = []
-
-        def sessions() -> Iterator[tuple[int, dict[str, Any]]]:
-            for row in s_rows:
-                if not columns:
-                    columns.extend(d[0] for d in s_cur.description[1:])
-                yield row[0], _session_row(columns, row[1:])
-
         if token_runs:
             if data_events is None:
                 data_sql = "CAST(e.data AS VARCHAR)"
@@ -351,10 +347,14 @@ def load_session_traces(
             )
         else:
             events_sql = _EVENTS_SELECT if token_text else _EVENTS_SELECT.replace("e.data->>'text'", "''")
+        # The events query first (the costly one, in a thread), then the others meanwhile.
         started = _StartedStream(e_cur, events_sql, batch_size * 20)
-        events = _session_events(iter(started))
+        events = _session_events(started)  # a generator: it waits for the query when first read
+        s_rows = _stream(s_cur, _SESSION_SELECT, batch_size)
+        columns = [d[0] for d in s_cur.description[1:]]
+        sessions = ((row[0], _session_row(columns, row[1:])) for row in s_rows)
         tools = _group((r[0], ToolCallRow(*r[1:])) for r in _stream(t_cur, _TOOLS_SELECT, batch_size * 4))
-        yield from _merge(sessions(), events, tools)
+        yield from _merge(sessions, events, tools)
     finally:
         if started is not None:
             started.wait()  # a cursor is not closed under a running query
