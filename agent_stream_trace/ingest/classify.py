@@ -43,13 +43,13 @@ WITH v AS (
     SELECT file_id, line_no, valid,
         valid AND (left(raw, 1) = '{{' OR ltrim(raw, {WS})[1] = '{{') AS is_obj,
         CASE WHEN is_obj THEN json_extract(raw, ['$.session', '$.started_at', '$.t', '$.event', '$.data',
-                                                  '$.sid', '$.seq', '$.v', '$.side', '$.attrs', '$.data.text']) END AS f
+                                                  '$.sid', '$.seq', '$.v', '$.side', '$.attrs']) END AS f
     FROM v
 ), typed AS (
     SELECT file_id, line_no, valid, is_obj,
         f[1] IS NOT NULL AS is_header,
         f[1] AS j_session, f[2] AS j_started, f[3] AS j_t, f[4] AS j_event, f[5] AS data,
-        f[6] AS j_sid, f[7] AS j_seq, f[8] AS j_v, f[9] AS j_side, f[10] AS j_attrs, f[11] AS j_text,
+        f[6] AS j_sid, f[7] AS j_seq, f[8] AS j_v, f[9] AS j_side, f[10] AS j_attrs,
         CASE WHEN is_header AND json_type(j_session) = 'VARCHAR' THEN try_cast(j_session ->> '$' AS UUID)::VARCHAR END AS session_s,
         CASE WHEN is_header AND json_type(j_started) = 'VARCHAR' THEN try_cast(j_started ->> '$' AS TIMESTAMPTZ) END AS started_at,
         -- yyjson types non-negative integers UBIGINT; try_cast drops those beyond BIGINT
@@ -58,17 +58,11 @@ WITH v AS (
         CASE WHEN left(j_event::VARCHAR, 1) = '"' THEN j_event ->> '$' END AS event,
         CASE WHEN left(j_sid::VARCHAR, 1) = '"' THEN try_cast(j_sid ->> '$' AS UUID)::VARCHAR END AS sid,
         CASE WHEN sid IS NOT NULL AND json_type(j_seq) IN ('BIGINT', 'UBIGINT') THEN try_cast(j_seq AS BIGINT) END AS seq,
-        -- a token's text length (as length(data->>'text')): a JSON string without escapes is
-        -- its characters in quotes, so only escaped text is decoded
-        CASE WHEN event = 'token' AND j_text IS NOT NULL THEN
-            CASE WHEN left(j_text::VARCHAR, 1) = '"' AND strpos(j_text::VARCHAR, '\\') = 0
-                 THEN length(j_text::VARCHAR) - 2 ELSE length(j_text ->> '$') END
-        END AS text_chars,
         NOT is_header AND isfinite(t) AND t >= 0 AND event IS NOT NULL AND left(data::VARCHAR, 1) = '{{'
             AND (j_sid IS NULL OR (sid IS NOT NULL AND seq >= 0)) AS good_event
     FROM f
 )
-SELECT file_id, line_no, is_header, session_s, started_at, v, j_side, j_attrs, t, event, data, text_chars, sid, seq,
+SELECT file_id, line_no, is_header, session_s, started_at, v, j_side, j_attrs, t, event, data, sid, seq,
     CASE WHEN good_event THEN NULL
     WHEN NOT valid THEN CASE WHEN line_no = _files.unterminated_line
                              THEN 'truncated: last line has no newline and is not complete JSON'
@@ -141,7 +135,7 @@ SELECT p.file_id, p.line_no,
     coalesce(p.sid, pos.session_id) AS session_id,
     coalesce(fh.side, pos.side) AS side,
     CASE WHEN p.sid IS NOT NULL THEN p.seq ELSE p.line_no - pos.header_line END AS seq,
-    p.t, p.event, p.data, p.text_chars,
+    p.t, p.event, p.data,
     CASE
         WHEN p.sid IS NOT NULL AND fh.side IS NULL THEN 'event: no session header for its "sid" in this file'
         WHEN p.sid IS NULL AND pos.header_line IS NULL THEN 'event: no session header before it'
@@ -181,7 +175,9 @@ ANTI JOIN later_copies l ON c.file_id = l.file_id AND c.line_no = l.line_no
 
 INSERT_EVENTS = """
 INSERT INTO events (session_id, side, seq, t, event, data, source_file, line_no, text_chars)
-SELECT n.session_id, n.side, n.seq, n.t, n.event, n.data, f.path, n.line_no, n.text_chars
+SELECT n.session_id, n.side, n.seq, n.t, n.event, n.data, f.path, n.line_no,
+    -- measured once here, so metrics and exports add up a column instead of parsing again
+    CASE WHEN n.event = 'token' THEN length(n.data ->> 'text') END
 FROM _new_events n JOIN _files f USING (file_id)
 ORDER BY n.file_id, n.line_no
 """
