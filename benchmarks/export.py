@@ -188,20 +188,16 @@ def main() -> None:
 
         try:
             for _ in range(args.repeat):  # rounds, so drifting load from other work hits every path
-                for name in ("ours", "sdk-tuned", "sdk-default"):
-                    before = receiver.count()
-                    if name == "ours":
-                        seconds = run_ours(db, endpoint, args.protocol)
-                    else:
-                        seconds = run_sdk(db, endpoint, args.protocol, tuned=name == "sdk-tuned", total_spans=total)
-                    keep(name, seconds, receiver.count() - before)
-                for name in ("ours", "sdk-tuned", "sdk-default"):
-                    before = receiver.count()
-                    if name == "ours":
-                        seconds = run_ours_in_memory(loaded, endpoint, args.protocol)
-                    else:
-                        seconds = run_sdk(loaded, endpoint, args.protocol, tuned=name == "sdk-tuned", total_spans=total)
-                    keep(f"{name} (mem)", seconds, receiver.count() - before)
+                # From the database, then from SessionTraces already in memory.
+                for source, suffix, run_ours_from in ((db, "", run_ours), (loaded, " (mem)", run_ours_in_memory)):
+                    for name in ("ours", "sdk-tuned", "sdk-default"):
+                        before = receiver.count()
+                        if name == "ours":
+                            seconds = run_ours_from(source, endpoint, args.protocol)
+                        else:
+                            seconds = run_sdk(source, endpoint, args.protocol, tuned=name == "sdk-tuned",
+                                              total_spans=total)
+                        keep(name + suffix, seconds, receiver.count() - before)
         finally:
             receiver.close()
 
