@@ -132,7 +132,7 @@ def run_sdk(db: Path | list, endpoint: str, protocol: str, *, tuned: bool, total
 
         exporter = OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces")
     # Tuned: a queue that holds the whole run (nothing dropped) and big export batches.
-    processor = (BatchSpanProcessor(exporter, max_queue_size=total_spans + 1, max_export_batch_size=2048,
+    processor = (BatchSpanProcessor(exporter, max_queue_size=max(total_spans + 1, 2048), max_export_batch_size=2048,
                                     schedule_delay_millis=200) if tuned else BatchSpanProcessor(exporter))
     provider = TracerProvider(resource=Resource.create(resource_attributes()))
     provider.add_span_processor(processor)
