@@ -12,9 +12,12 @@ from __future__ import annotations
 import hashlib
 import sys
 import zlib
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
+
+import pyarrow as pa
 
 from .sources import Source
 
@@ -73,18 +76,27 @@ def head_hash(path_or_data: bytes) -> str:
     return hashlib.sha1(path_or_data[:HEAD_BYTES]).hexdigest()
 
 
+def _valid_utf8(data: bytes) -> bool:
+    """Is `data` valid UTF-8? Arrow's binary→string cast validates in place (SIMD) and
+    allocates nothing; bytes.decode builds a str of the whole block to throw away: measured
+    on a 42 MB block, 3 ms against 112 ms (over half of reading a corpus)."""
+    offsets = pa.py_buffer(array("q", (0, len(data))))
+    blob = pa.LargeBinaryArray.from_buffers(pa.large_binary(), 1, [None, offsets, pa.py_buffer(data)])
+    try:
+        blob.cast(pa.large_string())
+    except pa.ArrowInvalid:
+        return False
+    return True
+
+
 def sanitize(data: bytes, first_line: int) -> tuple[bytes, list[Reject]]:
     """Blank out lines DuckDB cannot hold as text (invalid UTF-8, NUL), with a reject each.
 
-    The fast path is one C-level validation of the whole block; only a block that fails it
-    is walked line by line.
+    The fast path is one validation of the whole block; only a block that fails it is walked
+    line by line.
     """
-    if b"\x00" not in data:
-        try:
-            data.decode("utf-8")
-            return data, []
-        except UnicodeDecodeError:
-            pass
+    if b"\x00" not in data and _valid_utf8(data):
+        return data, []
     rejects: list[Reject] = []
     lines = data.split(b"\n")
     for i, line in enumerate(lines):
