@@ -180,7 +180,10 @@ known AS (
     SELECT e.session_id, e.side, e.seq FROM events e
     SEMI JOIN maybe_stored k ON e.session_id = k.session_id AND e.side = k.side
 ),
-repeated AS (SELECT session_id, side, seq FROM c GROUP BY ALL HAVING count(*) > 1),
+-- grouped by a hash of the key (one BIGINT, cheaper to group than three columns); a hash
+-- collision only makes a key a candidate, the window below compares the keys themselves
+repeated_hash AS (SELECT hash(session_id, side, seq) AS h FROM c GROUP BY ALL HAVING count(*) > 1),
+repeated AS (SELECT session_id, side, seq FROM c SEMI JOIN repeated_hash r ON hash(c.session_id, c.side, c.seq) = r.h),
 later_copies AS (
     SELECT c.file_id, c.line_no FROM c
     SEMI JOIN repeated r ON c.session_id = r.session_id AND c.side = r.side AND c.seq = r.seq
@@ -191,13 +194,14 @@ ANTI JOIN known k ON c.session_id = k.session_id AND c.side = k.side AND c.seq =
 ANTI JOIN later_copies l ON c.file_id = l.file_id AND c.line_no = l.line_no
 """
 
+# No ORDER BY: every reader orders by (session, side, seq) itself, and sorting 2.5M rows with
+# their JSON cost 40% of this insert (measured). Rows still arrive mostly in file order.
 INSERT_EVENTS = """
 INSERT INTO events (session_id, side, seq, t, event, data, source_file, line_no, text_chars)
 SELECT n.session_id, n.side, n.seq, n.t, n.event, n.data, f.path, n.line_no,
     -- measured once here, so metrics and exports add up a column instead of parsing again
     CASE WHEN n.event = 'token' THEN length(n.data ->> 'text') END
 FROM _new_events n JOIN _files f USING (file_id)
-ORDER BY n.file_id, n.line_no
 """
 
 UPDATE_SESSION_SEQ = """
