@@ -163,3 +163,37 @@ def test_migration_fills_text_chars_of_events_stored_before_it(tmp_path):
                 " ('s', 'server', 2, 0.2, 'turn', '{\"turn_number\": 2}', 'f', 3)")
     assert migrations.migrate(con) == ["m004_token_text_chars"]
     assert con.execute("SELECT seq, text_chars FROM events ORDER BY seq").fetchall() == [(1, 5), (2, None)]
+
+
+def test_event_fields_read_exactly_whatever_their_json_spelling(tmp_path, db_path):
+    """t, event, sid and seq are read from their JSON text by cheap casts where that is exact,
+    and by JSON type otherwise: escapes, exponents, 1.0 and upper-case UUIDs included."""
+    sid = new_sid()
+    upper = sid.upper()
+    lines = [
+        header(sid),
+        # escaped event name: decoded, not cut out of its quotes
+        '{"t": 0.1, "event": "tok\\u0065n", "data": {"text": "a"}, "sid": "%s", "seq": 1}' % sid,
+        '{"t": 1e-1, "event": "tool_\\"x\\"", "data": {}, "sid": "%s", "seq": 2}' % upper,  # exponent t, upper-case sid
+        '{"t": 0.3, "event": "caf\u00e9", "data": {}, "sid": "%s", "seq": 3}' % sid,  # non-ASCII name
+        '{"t": 0.4, "event": "token", "data": {}, "sid": "%s", "seq": 1.0}' % sid,
+        '{"t": 0.4, "event": "token", "data": {}, "sid": "%s", "seq": 1e1}' % sid,
+        '{"t": 0.4, "event": "token", "data": {}, "sid": "%s", "seq": "4"}' % sid,
+        '{"t": "0.4", "event": "token", "data": {}, "sid": "%s", "seq": 5}' % sid,
+        '{"t": true, "event": "token", "data": {}, "sid": "%s", "seq": 6}' % sid,
+        '{"t": 0.5, "event": "done", "data": {}, "sid": "%s", "seq": 18446744073709551615}' % sid,
+    ]
+    path = tmp_path / "spellings.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    ingest([path], IngestOptions(db=db_path, open_window=0))
+    events = rows(db_path, "SELECT seq, t, event, session_id FROM events ORDER BY seq")
+    assert events == [(1, 0.1, "token", sid), (2, 0.1, 'tool_"x"', sid), (3, 0.3, "caf\u00e9", sid)]
+    rejects = rows(db_path, "SELECT line_no, reason FROM rejects ORDER BY line_no")
+    assert rejects == [
+        (5, 'event: "seq" is not a non-negative integer'),
+        (6, 'event: "seq" is not a non-negative integer'),
+        (7, 'event: "seq" is not a non-negative integer'),
+        (8, 'event: "t" is not a number'),
+        (9, 'event: "t" is not a number'),
+        (10, 'event: "seq" is not a non-negative integer'),
+    ]

@@ -29,7 +29,6 @@ WHERE i <= n AND raw <> ''
 """
 
 
-
 def _json_string(fragment: str) -> str:
     """SQL: the text of a JSON string fragment (NULL if it is not a string). Cut out of the
     quotes when it holds no escape; parsed as JSON only when it does (an escape needs decoding).

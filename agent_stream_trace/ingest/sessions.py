@@ -41,8 +41,9 @@ LEFT JOIN _ingest_files f ON f.path = h.source_file
 GROUP BY h.session_id, h.side
 """
 
-# `data` only of the events whose JSON a metric reads (and of tokens stored without
-# text_chars): copying every token's JSON into _ev cost a fifth of the aggregates.
+# `data` only of the events whose JSON a metric below reads (and of tokens stored without
+# text_chars): copying every token's JSON into _ev cost a fifth of the aggregates. A new
+# metric that reads the data of another event type must add the type here.
 EVENTS = """
 CREATE OR REPLACE TEMP TABLE _ev AS
 SELECT e.session_id, e.side, e.seq, e.t, e.event,
