@@ -76,3 +76,31 @@ def ingested_sessions(paths: Iterable[Path | str], db: Path) -> dict[str, dict[s
         return {row[0]: dict(zip(names, row)) for row in cur.fetchall()}
     finally:
         con.close()
+
+
+def memory_tracer() -> tuple[Any, Any]:
+    """A TracerProvider that keeps every finished span in memory: (provider, exporter)."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+        InMemorySpanExporter,
+    )
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider, exporter
+
+
+def stream_crash(client: Any, url: str, n: int = 2) -> str:
+    """Stream /stream/crash to its end (the server cuts it: that is the scenario); its session id."""
+    import httpx
+
+    from agent_stream_trace.hook.fastapi import SESSION_HEADER
+
+    with client.stream("GET", f"{url}/stream/crash?n={n}") as response:
+        try:
+            response.read()
+        except httpx.RemoteProtocolError:
+            pass
+        return response.headers[SESSION_HEADER]

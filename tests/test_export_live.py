@@ -8,10 +8,7 @@ import uuid
 
 import httpx
 from hook_app import make_app, serve
-from hook_support import wait_for
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from hook_support import memory_tracer, stream_crash, wait_for
 from support.otlp_receiver import running_receiver
 
 from agent_stream_trace import TraceRecorder
@@ -52,19 +49,12 @@ def live_view(span):
 
 
 def test_live_spans_and_exported_spans_are_the_same_trace(tmp_path, db_path):
-    memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
+    provider, memory = memory_tracer()
     path = tmp_path / "rec.jsonl"
     with TraceRecorder(path, tracer_provider=provider) as recorder, serve(make_app(recorder)) as url:
         with httpx.Client(timeout=10) as client:
             sids = {client.get(url + f"/stream/tools?n={n}&seed={n}").headers[SESSION_HEADER] for n in (1, 2, 3)}
-            with client.stream("GET", url + "/stream/crash?n=2") as r:
-                sids.add(r.headers[SESSION_HEADER])
-                try:
-                    r.read()
-                except httpx.RemoteProtocolError:
-                    pass
+            sids.add(stream_crash(client, url))
         wanted = {uuid.UUID(s).hex for s in sids}
         wait_for(lambda: {format(s.context.trace_id, "032x") for s in memory.get_finished_spans()} >= wanted,
                  what="live spans of every session")

@@ -7,10 +7,8 @@ import uuid
 
 import httpx
 from hook_app import make_app, serve
-from hook_support import wait_for
+from hook_support import memory_tracer, stream_crash, wait_for
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
 from agent_stream_trace import TraceRecorder
@@ -22,20 +20,12 @@ from agent_stream_trace.spans import session_spans
 
 
 def test_each_session_becomes_spans_when_it_ends(tmp_path, db_path):
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    provider, exporter = memory_tracer()
     path = tmp_path / "rec.jsonl"
     with TraceRecorder(path, tracer_provider=provider) as recorder, serve(make_app(recorder)) as url:
         with httpx.Client(timeout=10) as client:
             tools = client.get(url + "/stream/tools?n=2&seed=5")
-            crash_sid = None
-            with client.stream("GET", url + "/stream/crash?n=2") as r:
-                crash_sid = r.headers[SESSION_HEADER]
-                try:
-                    r.read()
-                except httpx.RemoteProtocolError:
-                    pass
+            crash_sid = stream_crash(client, url)
         sids = {tools.headers[SESSION_HEADER], crash_sid}
         wait_for(lambda: {format(s.context.trace_id, "032x") for s in exporter.get_finished_spans()}
                  >= {uuid.UUID(s).hex for s in sids}, what="live spans of both sessions")
