@@ -8,25 +8,34 @@ whole batches; no Python touches a single line.
 Attribution: a line with `sid` belongs to that session (exact), provided the session has a
 header in the same file; a line without `sid` belongs to the most recent header above it in
 its file (positional, as upstream's own loader does).
+
+Written for speed, as measured on 2.5M-line corpora: the lines are parsed once, into
+`_parsed`, and that is the only table that holds each event's JSON `data` until it is
+inserted into `events`. Attribution, duplicate detection and rejects work on keys only
+(`_cand` is a view, re-read rather than copied), so the bulk of every line is copied twice
+(parsed, stored) instead of five times.
 """
 
 from __future__ import annotations
 
 REJECT_PREVIEW = 200  # characters of a rejected line kept in rejects.raw
 
-# Materialised on purpose: the unnest is fast but feeds its pipeline poorly in parallel.
-LINES = r"""
-CREATE OR REPLACE TEMP TABLE _lines AS
-SELECT file_id, base + i - 1 AS line_no,
-    CASE WHEN starts_with(raw, chr(65279)) THEN ltrim(raw, chr(65279)) ELSE raw END AS raw
-FROM (
-    SELECT file_id, base, n, unnest(parts) AS raw, generate_subscripts(parts, 1) AS i
-    FROM (SELECT file_id, base, n, string_split(decode(chunk), chr(10)) AS parts FROM _pieces)
-)
-WHERE i <= n AND raw <> ''
-    -- blank lines (white space only) are not lines of the recording: they are skipped
-    AND (strpos(' ' || chr(9) || chr(13), left(raw, 1)) = 0 OR trim(raw, ' ' || chr(9) || chr(13)) <> '')
-"""
+WS = "' ' || chr(9) || chr(13)"
+
+
+def _lines(pieces: str) -> str:
+    """SQL: the non-blank lines (file_id, line_no, raw) of the pieces in `pieces`, a leading
+    BOM dropped. Blank lines (white space only) are not lines of the recording: skipped."""
+    return f"""
+    SELECT file_id, base + i - 1 AS line_no,
+        CASE WHEN starts_with(raw, chr(65279)) THEN ltrim(raw, chr(65279)) ELSE raw END AS raw
+    FROM (
+        SELECT file_id, base, n, unnest(parts) AS raw, generate_subscripts(parts, 1) AS i
+        FROM (SELECT file_id, base, n, string_split(decode(chunk), chr(10)) AS parts FROM {pieces})
+    )
+    WHERE i <= n AND raw <> ''
+        AND (strpos({WS}, left(raw, 1)) = 0 OR trim(raw, {WS}) <> '')
+    """
 
 
 def _json_string(fragment: str) -> str:
@@ -38,28 +47,31 @@ def _json_string(fragment: str) -> str:
             f"ELSE substr({fragment}::VARCHAR, 2, length({fragment}::VARCHAR) - 2) END)")
 
 
-# One JSON parse per line for validity, one for the fields (a list of paths is parsed once).
+# One JSON parse per line: try() turns the error of invalid JSON into NULL (a separate
+# json_valid pass cost a quarter of parsing), and the five paths every line may have are
+# read together. Header fields are read only for the few header lines (a second parse of
+# those alone: extracting four more paths from every line cost ~15% of parsing).
 # The common case, a well-formed event, is recognised by cheap first-character tests on the
 # extracted fragments; the detailed reason is worked out only for the lines that fail them.
 # (A JSON fragment that does not start with " { [ t f n is a number, NaN and Infinity included.)
 # Written for DuckDB's planner, as measured: strpos instead of IN lists (an IN list becomes a
-# join, repeated wherever its alias is used), and only the columns later steps read.
-WS = "' ' || chr(9) || chr(13)"
+# join, repeated wherever its alias is used), and only the columns later steps read. The raw
+# line is kept only as the preview of a rejected one.
 PARSED = f"""
 CREATE OR REPLACE TEMP TABLE _parsed AS
-WITH v AS (
-    SELECT file_id, line_no, raw, json_valid(raw) AS valid FROM _lines
-), f AS (
-    SELECT file_id, line_no, valid,
-        valid AND (left(raw, 1) = '{{' OR ltrim(raw, {WS})[1] = '{{') AS is_obj,
-        CASE WHEN is_obj THEN json_extract(raw, ['$.session', '$.started_at', '$.t', '$.event', '$.data',
-                                                  '$.sid', '$.seq', '$.v', '$.side', '$.attrs']) END AS f
-    FROM v
+WITH lines AS ({_lines("_pieces")}),
+f AS (
+    SELECT file_id, line_no, raw,
+        try(json_extract(raw, ['$.t', '$.event', '$.data', '$.sid', '$.seq', '$.session'])) AS f
+    FROM lines
 ), typed AS (
-    SELECT file_id, line_no, valid, is_obj,
-        f[1] IS NOT NULL AS is_header,
-        f[1] AS j_session, f[2] AS j_started, f[3] AS j_t, f[4] AS j_event, f[5] AS data,
-        f[6] AS j_sid, f[7] AS j_seq, f[8] AS j_v, f[9] AS j_side, f[10] AS j_attrs,
+    SELECT file_id, line_no, raw,
+        f IS NOT NULL AS valid,
+        valid AND (left(raw, 1) = '{{' OR ltrim(raw, {WS})[1] = '{{') AS is_obj,
+        is_obj AND f[6] IS NOT NULL AS is_header,
+        CASE WHEN is_header THEN json_extract(raw, ['$.started_at', '$.v', '$.side', '$.attrs']) END AS h,
+        f[1] AS j_t, f[2] AS j_event, f[3] AS data, f[4] AS j_sid, f[5] AS j_seq, f[6] AS j_session,
+        h[1] AS j_started, h[2] AS j_v, h[3] AS j_side, h[4] AS j_attrs,
         CASE WHEN is_header AND json_type(j_session) = 'VARCHAR' THEN try_cast(j_session ->> '$' AS UUID)::VARCHAR END AS session_s,
         CASE WHEN is_header AND json_type(j_started) = 'VARCHAR' THEN try_cast(j_started ->> '$' AS TIMESTAMPTZ) END AS started_at,
         -- yyjson types non-negative integers UBIGINT; try_cast drops those beyond BIGINT
@@ -78,36 +90,41 @@ WITH v AS (
         NOT is_header AND isfinite(t) AND t >= 0 AND event IS NOT NULL AND left(data::VARCHAR, 1) = '{{'
             AND (j_sid IS NULL OR (sid IS NOT NULL AND seq >= 0)) AS good_event
     FROM f
+), classified AS (
+    SELECT typed.*,
+        CASE WHEN good_event THEN NULL
+        WHEN NOT valid THEN CASE WHEN line_no = _files.unterminated_line
+                                 THEN 'truncated: last line has no newline and is not complete JSON'
+                                 ELSE 'invalid JSON' END
+        WHEN NOT is_obj THEN 'not a JSON object'
+        WHEN is_header THEN CASE
+            WHEN session_s IS NULL THEN 'header: "session" is not a UUID string'
+            WHEN j_started IS NULL THEN 'header: missing field "started_at"'
+            WHEN started_at IS NULL THEN 'header: "started_at" is not an ISO-8601 timestamp'
+            WHEN j_v IS NOT NULL AND v IS NULL THEN 'header: "v" is not an integer'
+            WHEN j_side IS NOT NULL AND json_type(j_side) <> 'VARCHAR' THEN 'header: "side" is not a string'
+            WHEN j_attrs IS NOT NULL AND json_type(j_attrs) NOT IN ('OBJECT', 'NULL') THEN 'header: "attrs" is not an object'
+        END
+        ELSE CASE
+            WHEN j_t IS NULL THEN 'event: missing field "t"'
+            WHEN t IS NULL THEN 'event: "t" is not a number'
+            WHEN NOT isfinite(t) THEN 'event: "t" is not a finite number'
+            WHEN t < 0 THEN 'event: "t" is negative'
+            WHEN j_event IS NULL THEN 'event: missing field "event"'
+            WHEN event IS NULL THEN 'event: "event" is not a string'
+            WHEN data IS NULL THEN 'event: missing field "data"'
+            WHEN json_type(data) <> 'OBJECT' THEN 'event: "data" is not an object'
+            WHEN json_type(j_sid) <> 'NULL' AND sid IS NULL THEN 'event: "sid" is not a UUID string'
+            WHEN sid IS NOT NULL AND j_seq IS NULL THEN 'event: missing field "seq" (required with "sid")'
+            WHEN sid IS NOT NULL AND (seq IS NULL OR seq < 0) THEN 'event: "seq" is not a non-negative integer'
+        END
+        END AS reason
+    FROM typed JOIN _files USING (file_id)
 )
-SELECT file_id, line_no, is_header, session_s, started_at, v, j_side, j_attrs, t, event, data, sid, seq,
-    CASE WHEN good_event THEN NULL
-    WHEN NOT valid THEN CASE WHEN line_no = _files.unterminated_line
-                             THEN 'truncated: last line has no newline and is not complete JSON'
-                             ELSE 'invalid JSON' END
-    WHEN NOT is_obj THEN 'not a JSON object'
-    WHEN is_header THEN CASE
-        WHEN session_s IS NULL THEN 'header: "session" is not a UUID string'
-        WHEN j_started IS NULL THEN 'header: missing field "started_at"'
-        WHEN started_at IS NULL THEN 'header: "started_at" is not an ISO-8601 timestamp'
-        WHEN j_v IS NOT NULL AND v IS NULL THEN 'header: "v" is not an integer'
-        WHEN j_side IS NOT NULL AND json_type(j_side) <> 'VARCHAR' THEN 'header: "side" is not a string'
-        WHEN j_attrs IS NOT NULL AND json_type(j_attrs) NOT IN ('OBJECT', 'NULL') THEN 'header: "attrs" is not an object'
-    END
-    ELSE CASE
-        WHEN j_t IS NULL THEN 'event: missing field "t"'
-        WHEN t IS NULL THEN 'event: "t" is not a number'
-        WHEN NOT isfinite(t) THEN 'event: "t" is not a finite number'
-        WHEN t < 0 THEN 'event: "t" is negative'
-        WHEN j_event IS NULL THEN 'event: missing field "event"'
-        WHEN event IS NULL THEN 'event: "event" is not a string'
-        WHEN data IS NULL THEN 'event: missing field "data"'
-        WHEN json_type(data) <> 'OBJECT' THEN 'event: "data" is not an object'
-        WHEN json_type(j_sid) <> 'NULL' AND sid IS NULL THEN 'event: "sid" is not a UUID string'
-        WHEN sid IS NOT NULL AND j_seq IS NULL THEN 'event: missing field "seq" (required with "sid")'
-        WHEN sid IS NOT NULL AND (seq IS NULL OR seq < 0) THEN 'event: "seq" is not a non-negative integer'
-    END
-    END AS reason
-FROM typed JOIN _files USING (file_id)
+SELECT file_id, line_no, is_header, session_s, started_at, v, j_side, j_attrs, t, event,
+    CASE WHEN reason IS NULL AND NOT is_header THEN data END AS data, sid, seq, reason,
+    CASE WHEN reason IS NOT NULL THEN left(raw, {REJECT_PREVIEW}) END AS preview
+FROM classified
 """
 
 # Every header line of the batch, valid or not: an invalid header ends the previous
@@ -146,8 +163,10 @@ SELECT file_id, session_id, min(side) AS side FROM (
 GROUP BY ALL
 """
 
+# Every event line with its session, side and seq, or the reason it cannot have them. A view:
+# the joins are against small tables, so reading it again is cheaper than copying the lines.
 CANDIDATES = """
-CREATE OR REPLACE TEMP TABLE _candidates AS
+CREATE OR REPLACE TEMP VIEW _cand AS
 SELECT p.file_id, p.line_no,
     coalesce(p.sid, pos.session_id) AS session_id,
     coalesce(fh.side, pos.side) AS side,
@@ -159,21 +178,35 @@ SELECT p.file_id, p.line_no,
         WHEN p.sid IS NULL AND pos.session_id IS NULL
             THEN 'event: follows an invalid session header (line ' || pos.header_line || ')'
     END AS reason
-FROM (SELECT * FROM _parsed WHERE reason IS NULL AND NOT is_header) p
+FROM _parsed p
 LEFT JOIN _positional pos ON pos.file_id = p.file_id AND pos.line_no = p.line_no
 LEFT JOIN _file_headers fh ON fh.file_id = p.file_id AND fh.session_id = p.sid
+WHERE p.reason IS NULL AND NOT p.is_header
 """
 
-# New events: not stored before (a re-read file, the same session in two files) and not
-# twice in this batch. Only lines whose seq is not above their session's highest stored seq
-# can repeat a stored event, so only their sessions' events are read (usually none); and the
-# window that keeps a key's first copy only sees the keys that do repeat (usually none).
-NEW_EVENTS = """
-CREATE OR REPLACE TEMP TABLE _new_events AS
-WITH c AS (SELECT * FROM _candidates WHERE reason IS NULL),
+CANDIDATE_REJECTS = """
+CREATE OR REPLACE TEMP TABLE _cand_rejects AS
+SELECT file_id, line_no, reason FROM _cand WHERE reason IS NOT NULL
+"""
+
+# Per session of the batch: its good event lines and the seq range they cover.
+BATCH_SESSIONS = """
+CREATE OR REPLACE TEMP TABLE _batch_sessions AS
+SELECT session_id, side, count(*) AS n, min(seq) AS lo, max(seq) AS hi
+FROM _cand WHERE reason IS NULL GROUP BY ALL
+"""
+
+# Lines that repeat an event: stored before (a re-read file, the same session in two files)
+# or earlier in this batch (the first copy is kept). Only sessions whose lowest seq in the
+# batch is not above their highest stored seq can repeat a stored event, so only their stored
+# events are read (usually none); and the window that keeps a key's first copy only sees the
+# keys that do repeat (usually none).
+DUPLICATES = """
+CREATE OR REPLACE TEMP TABLE _drop AS
+WITH c AS (SELECT file_id, line_no, session_id, side, seq FROM _cand WHERE reason IS NULL),
 maybe_stored AS (
-    SELECT DISTINCT c.session_id, c.side FROM c JOIN _session_seq s USING (session_id, side)
-    WHERE c.seq <= s.max_seq
+    SELECT b.session_id, b.side FROM _batch_sessions b JOIN _session_seq s USING (session_id, side)
+    WHERE b.lo <= s.max_seq
 ),
 known AS (
     SELECT e.session_id, e.side, e.seq FROM events e
@@ -182,30 +215,31 @@ known AS (
 -- grouped by a hash of the key (one BIGINT, cheaper to group than three columns); a hash
 -- collision only makes a key a candidate, the window below compares the keys themselves
 repeated_hash AS (SELECT hash(session_id, side, seq) AS h FROM c GROUP BY ALL HAVING count(*) > 1),
-repeated AS (SELECT session_id, side, seq FROM c SEMI JOIN repeated_hash r ON hash(c.session_id, c.side, c.seq) = r.h),
-later_copies AS (
-    SELECT c.file_id, c.line_no FROM c
-    SEMI JOIN repeated r ON c.session_id = r.session_id AND c.side = r.side AND c.seq = r.seq
-    QUALIFY row_number() OVER (PARTITION BY c.session_id, c.side, c.seq ORDER BY c.file_id, c.line_no) > 1
-)
-SELECT c.* FROM c
-ANTI JOIN known k ON c.session_id = k.session_id AND c.side = k.side AND c.seq = k.seq
-ANTI JOIN later_copies l ON c.file_id = l.file_id AND c.line_no = l.line_no
+repeated AS (SELECT * FROM c SEMI JOIN repeated_hash r ON hash(c.session_id, c.side, c.seq) = r.h)
+SELECT file_id, line_no, session_id, side FROM c
+SEMI JOIN known k ON c.session_id = k.session_id AND c.side = k.side AND c.seq = k.seq
+UNION
+SELECT file_id, line_no, session_id, side FROM repeated
+QUALIFY row_number() OVER (PARTITION BY session_id, side, seq ORDER BY file_id, line_no) > 1
 """
 
 # No ORDER BY: every reader orders by (session, side, seq) itself, and sorting 2.5M rows with
-# their JSON cost 40% of this insert (measured). Rows still arrive mostly in file order.
+# their JSON cost 40% of this insert (measured). Rows arrive in file order.
 INSERT_EVENTS = """
 INSERT INTO events (session_id, side, seq, t, event, data, source_file, line_no, text_chars)
-SELECT n.session_id, n.side, n.seq, n.t, n.event, n.data, f.path, n.line_no,
+SELECT c.session_id, c.side, c.seq, c.t, c.event, c.data, f.path, c.line_no,
     -- measured once here, so metrics and exports add up a column instead of parsing again
-    CASE WHEN n.event = 'token' THEN length(n.data ->> 'text') END
-FROM _new_events n JOIN _files f USING (file_id)
+    CASE WHEN c.event = 'token' THEN length(c.data ->> 'text') END
+FROM _cand c JOIN _files f USING (file_id)
+ANTI JOIN _drop d ON d.file_id = c.file_id AND d.line_no = c.line_no
+WHERE c.reason IS NULL
 """
 
+# The highest seq seen per session: dropped lines never raise it (each repeats a stored key,
+# or an earlier line of the batch), so the batch's highest is the new events' highest.
 UPDATE_SESSION_SEQ = """
 INSERT INTO _session_seq
-SELECT session_id, side, max(seq) FROM _new_events GROUP BY session_id, side
+SELECT session_id, side, hi FROM _batch_sessions
 ON CONFLICT DO UPDATE SET max_seq = greatest(max_seq, excluded.max_seq)
 """
 
@@ -219,14 +253,17 @@ QUALIFY row_number() OVER (PARTITION BY session_s, coalesce(j_side ->> '$', 'ser
 ON CONFLICT DO NOTHING
 """
 
+# Rejected candidates are rare: their raw lines are cut again out of just their pieces.
 INSERT_REJECTS = f"""
 INSERT INTO rejects (source_file, line_no, reason, raw)
+WITH hit AS (
+    SELECT * FROM _pieces p SEMI JOIN _cand_rejects c
+        ON c.file_id = p.file_id AND c.line_no >= p.base AND c.line_no < p.base + p.n
+), raw_lines AS ({_lines("hit")})
 SELECT f.path, r.line_no, r.reason, left(r.raw, {REJECT_PREVIEW}) FROM (
-    SELECT b.file_id, b.line_no, b.reason, l.raw FROM (
-        SELECT file_id, line_no, reason FROM _parsed WHERE reason IS NOT NULL
-        UNION ALL
-        SELECT file_id, line_no, reason FROM _candidates WHERE reason IS NOT NULL
-    ) b JOIN _lines l USING (file_id, line_no)
+    SELECT file_id, line_no, reason, preview AS raw FROM _parsed WHERE reason IS NOT NULL
+    UNION ALL
+    SELECT c.file_id, c.line_no, c.reason, l.raw FROM _cand_rejects c JOIN raw_lines l USING (file_id, line_no)
     UNION ALL
     SELECT file_id, line_no, reason, raw FROM _pyrejects
 ) r JOIN _files f USING (file_id)
@@ -238,7 +275,9 @@ ORDER BY f.path, r.line_no
 MARK_DIRTY = """
 INSERT INTO _dirty_sessions
 SELECT DISTINCT session_id, side FROM (
-    SELECT session_id, side FROM _new_events
+    SELECT b.session_id, b.side FROM _batch_sessions b
+        LEFT JOIN (SELECT session_id, side, count(*) AS dropped FROM _drop GROUP BY ALL) d USING (session_id, side)
+        WHERE b.n > coalesce(d.dropped, 0)
     UNION ALL SELECT session_id, side FROM _marks WHERE session_id IS NOT NULL
     UNION ALL SELECT f.cur_session, f.cur_side FROM _files f
         WHERE f.cur_session IS NOT NULL AND f.file_id IN (SELECT file_id FROM _marks)
@@ -256,16 +295,15 @@ COUNTS = """
 SELECT
     (SELECT count(*) FROM _parsed) AS lines,
     (SELECT count(*) FROM _parsed WHERE is_header AND reason IS NULL) AS headers,
-    (SELECT count(*) FROM _new_events) AS events,
-    (SELECT count(*) FROM _candidates WHERE reason IS NULL) - (SELECT count(*) FROM _new_events) AS duplicates
+    (SELECT coalesce(sum(n), 0) FROM _batch_sessions) AS good_events
 """
 
 REJECT_COUNTS = """
 SELECT reason, count(*) FROM (
     SELECT reason FROM _parsed WHERE reason IS NOT NULL
-    UNION ALL SELECT reason FROM _candidates WHERE reason IS NOT NULL
+    UNION ALL SELECT reason FROM _cand_rejects
 ) GROUP BY reason
 """
 
-STATEMENTS = (LINES, PARSED, MARKS, POSITIONAL, FILE_HEADERS, CANDIDATES, NEW_EVENTS)
-WRITES = (INSERT_EVENTS, UPDATE_SESSION_SEQ, INSERT_HEADERS, INSERT_REJECTS, MARK_DIRTY)
+STATEMENTS = (PARSED, MARKS, POSITIONAL, FILE_HEADERS, CANDIDATES, CANDIDATE_REJECTS, BATCH_SESSIONS, DUPLICATES)
+WRITES = (UPDATE_SESSION_SEQ, INSERT_HEADERS, INSERT_REJECTS, MARK_DIRTY)

@@ -115,8 +115,10 @@ def load_batch(
     try:
         for sql in classify.STATEMENTS:
             con.execute(sql)
-        lines, headers, events, duplicates = con.execute(classify.COUNTS).fetchone()  # type: ignore[misc]
-        counts.lines, counts.headers, counts.events, counts.duplicates = lines, headers, events, duplicates
+        lines, headers, good_events = con.execute(classify.COUNTS).fetchone()  # type: ignore[misc]
+        (events,) = con.execute(classify.INSERT_EVENTS).fetchone()  # type: ignore[misc]
+        counts.lines, counts.headers, counts.events = lines, headers, events
+        counts.duplicates = good_events - events
         counts.rejects.update(dict(con.execute(classify.REJECT_COUNTS).fetchall()))
         for _, _, reason, _ in pyrejects:
             counts.rejects[reason] += 1

@@ -14,8 +14,12 @@ from ..config import DEFAULT_OPEN_WINDOW_S
 
 INTERLEAVE_HORIZON_S = DEFAULT_OPEN_WINDOW_S
 
+# Each dirty session gets a small integer key `k`: the window and the aggregates below
+# partition and group by it instead of by (session_id, side) text, which made them 2-3x dearer
+# (measured on 2.5M events: the lag window 0.49 s by text, 0.20 s by integer).
 KEYS = """
-CREATE OR REPLACE TEMP TABLE _keys AS SELECT DISTINCT session_id, side FROM _dirty_sessions
+CREATE OR REPLACE TEMP TABLE _keys AS
+SELECT session_id, side, row_number() OVER () AS k FROM (SELECT DISTINCT session_id, side FROM _dirty_sessions)
 """
 
 # The session's header: when one session is found in several files (a copied or rotated
@@ -46,20 +50,19 @@ GROUP BY h.session_id, h.side
 # metric that reads the data of another event type must add the type here.
 EVENTS = """
 CREATE OR REPLACE TEMP TABLE _ev AS
-SELECT e.session_id, e.side, e.seq, e.t, e.event,
+SELECT k.k, e.seq, e.t, e.event,
     CASE WHEN e.event IN ('turn', 'tool_use', 'tool_result', 'done', '_end')
          OR (e.event = 'token' AND e.text_chars IS NULL) THEN e.data END AS data,
     e.text_chars,
-    e.t - lag(e.t) OVER (PARTITION BY e.session_id, e.side ORDER BY e.seq) AS gap
-FROM events e
--- IN lets DuckDB filter the events scan itself; the side is matched after (rarely both exist)
+    e.t - lag(e.t) OVER (PARTITION BY k.k ORDER BY e.seq) AS gap
+FROM events e JOIN _keys k ON e.session_id = k.session_id AND e.side = k.side
+-- IN lets DuckDB filter the events scan itself (a cron run's few dirty sessions)
 WHERE e.session_id IN (SELECT session_id FROM _keys)
-  AND (e.session_id, e.side) IN (SELECT (session_id, side) FROM _keys)
 """
 
 AGGREGATES = """
 CREATE OR REPLACE TEMP TABLE _agg AS
-SELECT session_id, side,
+SELECT k,
     count(*) FILTER (WHERE NOT starts_with(event, '_')) AS event_count,
     count(*) FILTER (WHERE event = 'token') AS token_events,
     -- text_chars is length(data->>'text') measured at ingest; computed here for rows without it
@@ -82,39 +85,39 @@ SELECT session_id, side,
     -- the first of equally long gaps (ties are common: t is rounded to 1 ms)
     max_by(t, {'gap': gap, 'first': -seq}) FILTER (WHERE gap IS NOT NULL) AS max_gap_at_s,
     min(gap) AS min_gap
-FROM _ev GROUP BY session_id, side
+FROM _ev GROUP BY k
 """
 
 TOOLS = """
 CREATE OR REPLACE TEMP TABLE _tools AS
 WITH uses AS (
-    SELECT session_id, side, data ->> 'tool_use_id' AS tool_use_id,
+    SELECT k, data ->> 'tool_use_id' AS tool_use_id,
         min_by(data ->> 'tool_name', seq) AS tool_name, min(t) AS started_t
     FROM _ev WHERE event = 'tool_use' GROUP BY ALL
 ), results AS (
-    SELECT session_id, side, data ->> 'tool_use_id' AS tool_use_id,
+    SELECT k, data ->> 'tool_use_id' AS tool_use_id,
         min_by({'name': data ->> 'tool_name', 't': t, 'status': data ->> 'status',
                 'ms': try_cast(data ->> 'duration_ms' AS DOUBLE)}, seq) AS r
     FROM _ev WHERE event = 'tool_result' GROUP BY ALL
 )
-SELECT coalesce(u.session_id, r.session_id) AS session_id, coalesce(u.side, r.side) AS side,
+SELECT coalesce(u.k, r.k) AS k,
     coalesce(u.tool_use_id, r.tool_use_id) AS tool_use_id,
     coalesce(u.tool_name, r.r.name) AS tool_name,
     u.started_t, r.r.t AS ended_t,
     (r.r.t - u.started_t) * 1000 AS latency_ms,
     r.r.ms AS reported_ms,
-    CASE WHEN r.session_id IS NULL THEN 'orphaned' WHEN r.r.status = 'error' THEN 'error' ELSE 'done' END AS status
+    CASE WHEN r.k IS NULL THEN 'orphaned' WHEN r.r.status = 'error' THEN 'error' ELSE 'done' END AS status
 FROM uses u FULL OUTER JOIN results r
-    ON u.session_id = r.session_id AND u.side = r.side AND u.tool_use_id IS NOT DISTINCT FROM r.tool_use_id
+    ON u.k = r.k AND u.tool_use_id IS NOT DISTINCT FROM r.tool_use_id
 """
 
 ROWS = """
 CREATE OR REPLACE TEMP TABLE _rows AS
 WITH t AS (
-    SELECT session_id, side, count(*) FILTER (WHERE status = 'orphaned') AS orphaned_tools
+    SELECT k, count(*) FILTER (WHERE status = 'orphaned') AS orphaned_tools
     FROM _tools GROUP BY ALL
 ), base AS (
-    SELECT k.session_id, k.side, h.source_file, h.started_at, h.v, h.attrs, a.*,
+    SELECT ks.session_id, ks.side, h.source_file, h.started_at, h.v, h.attrs, a.* EXCLUDE (k),
         coalesce(a.dones, 0) > 0 AS has_done,
         a.end_data IS NOT NULL AS has_end,
         (a.end_data IS NOT NULL)
@@ -123,10 +126,10 @@ WITH t AS (
         coalesce(t.orphaned_tools, 0) AS orphaned_tools,
         coalesce(try_cast(a.done_data ->> '$.usage.output_tokens' AS BIGINT),
                  try_cast(a.done_data ->> 'output_tokens' AS BIGINT)) AS output_tokens
-    FROM _keys k
+    FROM _keys ks
     JOIN _hdr h USING (session_id, side)
-    LEFT JOIN _agg a USING (session_id, side)
-    LEFT JOIN t USING (session_id, side)
+    LEFT JOIN _agg a USING (k)
+    LEFT JOIN t USING (k)
 )
 SELECT
     session_id, side, source_file, started_at,
@@ -186,7 +189,7 @@ REPLACE = """
 DELETE FROM sessions s USING _keys k WHERE s.session_id = k.session_id AND s.side = k.side;
 DELETE FROM tool_calls s USING _keys k WHERE s.session_id = k.session_id AND s.side = k.side;
 INSERT INTO sessions BY NAME SELECT * FROM _rows;
-INSERT INTO tool_calls BY NAME SELECT * FROM _tools;
+INSERT INTO tool_calls BY NAME SELECT k.session_id, k.side, t.* EXCLUDE (k) FROM _tools t JOIN _keys k USING (k);
 DELETE FROM _dirty_sessions;
 """
 
