@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import math
 import uuid
 
+import orjson
 import pytest
-from support.sessions_db import BASE_TIME, add_sessions, scenario, session_trace, simulated_specs
+from support.sessions_db import BASE_TIME, add_session, add_sessions, scenario, session_trace, simulated_specs
 
 from agent_stream_trace.db import connect
 from agent_stream_trace.exporters.otlp_encode import RequestEncoder, encode_request_reference
@@ -192,3 +195,44 @@ def test_token_runs_collapsed_by_the_loader_map_to_the_same_spans(db_path, inclu
                                     data_events=data_events(include_content)))
     assert any(e.data is None for t in lean for e in t.events if e.event == "done")
     assert [session_spans(t, include_content=include_content) for t in lean] == raw
+
+
+def _read_as_stored(text):
+    # What the loader promises for stored `data`: the value orjson reads (integers beyond 64
+    # bits become floats), else the one json reads (NaN), else the text itself.
+    for loads in (orjson.loads, json.loads):
+        try:
+            return loads(text)
+        except ValueError:
+            pass
+    return text
+
+
+@pytest.mark.parametrize("token_runs", [False, True])
+def test_loader_reads_stored_data_and_times_exactly_whatever_the_json(db_path, token_runs):
+    # The loader reads a session's events as one JSON array built by DuckDB; stored data only
+    # DuckDB's JSON reader takes (a trailing comma) must still come back as its text, data only
+    # Python's json takes (NaN) as its value, and times as the same floats.
+    con = connect(db_path)
+    add_session(con, scenario("tools", tools=1), session_id=SID)
+    odd = [
+        (101, 2.0, "progress", '{"step": "a", "percentage": 1,}'),
+        (102, 1e300, "progress", '{"big": 123456789012345678901234567890, "f": 1.0}'),
+        (103, None, "thinking", '{"text": "x", "nan": NaN}'),
+        (104, 0.1, 'we"ird ✓\n', '"just text"'),
+        (105, float("inf"), "creation", '{"items": [1, 2,], "é": "\\u00e9"}'),
+        (106, 5e-324, "error", None),
+    ]
+    con.executemany("INSERT INTO events (session_id, side, seq, t, event, data) VALUES (?, 'server', ?, ?, ?, ?)",
+                    [(SID, *row) for row in odd])
+    (trace,) = load_session_traces(con, token_runs=token_runs)
+    read = {e.seq: e for e in trace.events}
+    for seq, t, name, data in odd:
+        event = read[seq]
+        assert (event.t, event.event) == (t, name) and type(event.t) is type(t)
+        expected = _read_as_stored(data) if data is not None else None
+        if seq == 103:
+            assert event.data["text"] == "x" and math.isnan(event.data["nan"])
+        else:
+            assert event.data == expected and type(event.data) is type(expected)
+    assert [e.seq for e in trace.events] == sorted(e.seq for e in trace.events)
