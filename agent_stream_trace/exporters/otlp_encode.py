@@ -16,7 +16,7 @@ import struct
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ..spans import SpanSpec
+from ..spans import SpanEventSpec, SpanSpec
 
 SCOPE_NAME = "agent_stream_trace"
 
@@ -24,6 +24,7 @@ _KINDS = {"internal": 1, "server": 2, "client": 3}
 _STATUS = {"unset": 0, "ok": 1, "error": 2}
 _pack_fixed64 = struct.Struct("<Q").pack
 _pack_double = struct.Struct("<d").pack
+_pack_times = struct.Struct("<BQBQ").pack  # tag, fixed64, tag, fixed64: a span's start and end
 
 
 def _varint(value: int) -> bytes:
@@ -171,29 +172,39 @@ class _SpanEncoder:
         self._statuses[(status, message)] = encoded
         return encoded
 
-    def span(self, spec: SpanSpec) -> bytes:
-        """The Span message, with its field-2 (ScopeSpans.spans) tag and length in front."""
-        name = self._names.get(spec.name)
-        if name is None:
-            name = self._names[spec.name] = _field(5, spec.name.encode("utf-8"))
-        parent = spec.parent_span_id
-        parts = [
-            b"\x0a\x10", spec.trace_id, b"\x12\x08", spec.span_id,
-            b"\x22\x08" + parent if parent else b"",
-            name, _KIND_FIELDS[spec.kind],
-            b"\x39", _pack_fixed64(spec.start_ns), b"\x41", _pack_fixed64(spec.end_ns),
-            self._span_attrs.encode(spec.attributes),
-        ]
-        for event in spec.events:
+    def _name(self, name: str) -> bytes:
+        encoded = self._names[name] = _field(5, name.encode("utf-8"))
+        return encoded
+
+    def _events(self, events: tuple[SpanEventSpec, ...]) -> bytes:
+        """The span's `events` fields (tag 11), each an Event message."""
+        parts = []
+        for event in events:
             event_name = self._event_names.get(event.name)
             if event_name is None:
                 event_name = self._event_names[event.name] = _field(2, event.name.encode("utf-8"))
             body = b"\x09" + _pack_fixed64(event.time_ns) + event_name + self._event_attrs.encode(event.attributes)
             parts.append(b"\x5a" + _len(len(body)) + body)
-        status = self._statuses.get((spec.status, spec.status_message))
-        parts.append(status if status is not None else self._status(spec.status, spec.status_message))
-        body = b"".join(parts)
-        return b"\x12" + _len(len(body)) + body
+        return b"".join(parts)
+
+    def span(self, spec: SpanSpec) -> bytes:
+        """The Span message, with its field-2 (ScopeSpans.spans) tag and length in front."""
+        # One unpacking instead of eleven attribute reads, and both times packed by one call:
+        # this runs once per span (16k per 3000 sessions).
+        trace_id, span_id, parent, name, kind, start_ns, end_ns, attributes, events, status, message = spec
+        status_field = self._statuses.get((status, message))
+        body = b"".join((
+            b"\x0a\x10", trace_id, b"\x12\x08", span_id,
+            b"\x22\x08" + parent if parent else b"",
+            self._names.get(name) or self._name(name),
+            _KIND_FIELDS[kind],
+            _pack_times(0x39, start_ns, 0x41, end_ns),
+            self._span_attrs.encode(attributes),
+            self._events(events) if events else b"",
+            status_field if status_field is not None else self._status(status, message),
+        ))
+        n = len(body)
+        return (b"\x12" + _SMALL[n] if n < 128 else b"\x12" + _varint(n)) + body
 
 
 def encode_span(spec: SpanSpec) -> bytes:
