@@ -236,3 +236,25 @@ def test_loader_reads_stored_data_and_times_exactly_whatever_the_json(db_path, t
         else:
             assert event.data == expected and type(event.data) is type(expected)
     assert [e.seq for e in trace.events] == sorted(e.seq for e in trace.events)
+
+
+@pytest.mark.parametrize("include_content", [False, True])
+def test_attributes_leave_out_what_is_unknown_and_never_carry_none(include_content):
+    # OTLP has no null: a crashed session has no model, response id or cost, a turn without
+    # tokens no time to first chunk, an orphaned tool call no latency; those keys are absent.
+    crash = session_spans(session_trace(scenario("crash")), include_content=include_content)
+    silent = session_spans(session_trace(scenario("tools", tokens=0)), include_content=include_content)
+    orphan = session_spans(session_trace(scenario("orphan")), include_content=include_content)
+    for spans in (crash, silent, orphan):
+        for span in spans:
+            assert None not in span.attributes.values(), span.name
+            assert all(None not in e.attributes.values() for e in span.events), span.name
+    root, turn = crash[0], by_name(crash, "chat")[0]
+    assert not {"gen_ai.response.model", "gen_ai.response.id", "agent_stream.total_cost_usd"} & set(root.attributes)
+    assert "llm.model_name" not in turn.attributes and turn.attributes["gen_ai.response.time_to_first_chunk"] >= 0
+    for turn in by_name(silent, "chat"):
+        assert turn.attributes["agent_stream.token_events"] == 0
+        assert not {"gen_ai.response.time_to_first_chunk", "langfuse.observation.completion_start_time"} & set(turn.attributes)
+    assert by_name(silent, "chat")[0].attributes["llm.model_name"] == "claude-sonnet-4-6"
+    never_returned = by_name(orphan, "execute_tool")[-1]
+    assert never_returned.status == "error" and "agent_stream.tool.latency_ms" not in never_returned.attributes
