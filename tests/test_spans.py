@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
+from datetime import datetime, timedelta, timezone
 
 import orjson
 import pytest
@@ -258,3 +259,16 @@ def test_attributes_leave_out_what_is_unknown_and_never_carry_none(include_conte
     assert by_name(silent, "chat")[0].attributes["llm.model_name"] == "claude-sonnet-4-6"
     never_returned = by_name(orphan, "execute_tool")[-1]
     assert never_returned.status == "error" and "agent_stream.tool.latency_ms" not in never_returned.attributes
+
+
+@pytest.mark.parametrize("started_at", [BASE_TIME, datetime(2026, 12, 31, 23, 59, 59, 999_999, tzinfo=timezone.utc),
+                                        datetime(2028, 2, 29, 0, 0, 0, 1, tzinfo=timezone.utc)])
+def test_time_to_first_token_instants_are_iso_utc_to_the_microsecond(started_at):
+    # Langfuse reads time to first token from this instant on the root and on every turn.
+    events = scenario("tools", tools=2)
+    spans = session_spans(session_trace(events, started_at=started_at))
+    firsts = [t for i, (t, name, _) in enumerate(events)
+              if name == "token" and (i == 0 or events[i - 1][1] != "token")]
+    stamps = [s.attributes["langfuse.observation.completion_start_time"] for s in spans if s.name.startswith(("chat", "invoke"))]
+    expected = [(started_at + timedelta(microseconds=round(t * 1e6))).strftime("%Y-%m-%dT%H:%M:%S.%fZ") for t in firsts]
+    assert stamps == [expected[0]] + expected
