@@ -112,14 +112,17 @@ rows AS (
 # the first time, the last time, how many, how many characters and (with content) the text.
 # With token_runs=True DuckDB collapses each run into one event whose data is
 # {"text", "count", "chars", "t_last"}: ten times fewer Python objects, the same spans.
-# A run is identified by the last non-token event before it, found with an ASOF join on seq
-# (the ingester stores each (session, side, seq) once, so seq alone orders a session's events).
+# A run is identified by the number of non-token events before it: each token counts them in
+# its session's list of their seqs (the ingester stores each (session, side, seq) once, so seq
+# alone orders a session's events). A hash join and a few comparisons per token cost ~20% less
+# than finding the previous event with an ASOF join, which sorts every token (measured).
 # Characters come from text_chars, measured at ingest, instead of parsing every token's JSON.
 _EVENT_RUN_ROWS = """
 marks AS (
-    SELECT k.ord, e.seq AS pos
+    SELECT k.ord, list(e.seq) AS seqs
     FROM events e JOIN _ast_keys k USING (session_id, side)
     WHERE e.event IS DISTINCT FROM 'token'
+    GROUP BY k.ord
 ),
 tokens AS (
     SELECT k.ord, e.seq, e.line_no, e.t, {text} AS text,
@@ -131,8 +134,8 @@ runs AS (
     SELECT tokens.ord, min(tokens.seq) AS seq, min(tokens.line_no) AS line_no,
            arg_min(tokens.t, tokens.pos) AS t,
            json_object('text', {text_agg}, 'count', count(*), 'chars', sum(tokens.chars), 't_last', max(tokens.t)) AS data
-    FROM tokens ASOF LEFT JOIN marks ON tokens.ord = marks.ord AND tokens.pos > marks.pos
-    GROUP BY tokens.ord, marks.pos
+    FROM tokens LEFT JOIN marks ON tokens.ord = marks.ord
+    GROUP BY tokens.ord, len(list_filter(coalesce(marks.seqs, []), lambda m: m < tokens.pos))
 ),
 rows AS (
     SELECT k.ord, e.seq, e.line_no, '[' || e.seq || ',' || {t} || ',' || {event} || ',' || {data} || ']' AS j
