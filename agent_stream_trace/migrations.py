@@ -177,6 +177,63 @@ def m004_token_text_chars(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("UPDATE events SET text_chars = length(data ->> 'text') WHERE event = 'token'")
 
 
+@migration
+def m005_session_stats(con: duckdb.DuckDBPyConnection) -> None:
+    # Private ingest state (ingest/stats.py): a running summary per session, merged batch by
+    # batch so that session metrics never re-read `events`; the tool events, which tool_calls
+    # pairs up; and the sessions whose summary must be made again from `events`. Summaries of
+    # sessions stored before this migration are made by the next ingest run: every session
+    # is marked stale here.
+    con.execute(
+        """
+        CREATE TABLE _session_stats (
+            session_id VARCHAR NOT NULL,
+            side VARCHAR NOT NULL,
+            recorded BIGINT,
+            event_count BIGINT,
+            token_events BIGINT,
+            token_chars BIGINT,
+            first_token_t DOUBLE,
+            last_token_t DOUBLE,
+            first_seq BIGINT,
+            first_t DOUBLE,
+            max_seq BIGINT,
+            last_t DOUBLE,
+            max_turn INTEGER,
+            tool_calls BIGINT,
+            tool_errors BIGINT,
+            errors BIGINT,
+            dones BIGINT,
+            done_seq BIGINT,
+            done_data JSON,
+            end_seq BIGINT,
+            end_data JSON,
+            last_wire_seq BIGINT,
+            max_gap_s DOUBLE,
+            max_gap_end STRUCT(seq BIGINT, t DOUBLE),
+            min_gap DOUBLE,
+            PRIMARY KEY (session_id, side)
+        );
+        CREATE TABLE _tool_events (
+            session_id VARCHAR NOT NULL,
+            side VARCHAR NOT NULL,
+            seq BIGINT NOT NULL,
+            t DOUBLE,
+            event VARCHAR,
+            data JSON
+        );
+        CREATE TABLE _stale_sessions (
+            session_id VARCHAR NOT NULL,
+            side VARCHAR NOT NULL,
+            PRIMARY KEY (session_id, side)
+        );
+        INSERT INTO _tool_events
+        SELECT session_id, side, seq, t, event, data FROM events WHERE event IN ('tool_use', 'tool_result');
+        INSERT INTO _stale_sessions SELECT DISTINCT session_id, side FROM events;
+        """
+    )
+
+
 def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Apply pending migrations; return the names applied. Safe to call from every entry point."""
     con.execute(

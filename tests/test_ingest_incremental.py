@@ -186,3 +186,46 @@ def test_server_and_client_recordings_of_one_session_stay_apart(tmp_path, db_pat
     ingest([tmp_path], IngestOptions(db=db_path, open_window=0))
     assert rows(db_path, "SELECT side, outcome, event_count, token_chars FROM sessions ORDER BY side") == [
         ("client", "synthetic_done", 1, 3), ("server", "done", 2, 3)]
+
+
+def test_batch_size_never_changes_the_database(corpus, tmp_path):
+    # Session summaries are merged batch by batch (ingest/stats.py): with 128 KB batches many
+    # sessions are split across batches. Copies of the files come first with every third line
+    # missing, so when the whole file follows, its new events fall among stored ones and those
+    # sessions are summarised again from `events`; partial copies that come last add only
+    # duplicates. The result must be the database one big batch gives.
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    for i, f in enumerate(sorted(corpus.glob("*.jsonl"))):
+        lines = f.read_bytes().splitlines(keepends=True)
+        sparse = [line for n, line in enumerate(lines) if n % 3 != 1 or b'"session"' in line]
+        (copies / f"a-sparse-{i}.jsonl").write_bytes(b"".join(sparse))
+        (copies / f"z-partial-{i}.jsonl").write_bytes(b"".join(lines[: len(lines) // 3]))
+    whole, small = tmp_path / "whole.duckdb", tmp_path / "small.duckdb"
+    ingest([copies, corpus], IngestOptions(db=whole, open_window=0, batch_bytes=64 << 20))
+    report = ingest([copies, corpus], IngestOptions(db=small, open_window=0, batch_bytes=128 << 10))
+    assert report.duplicates > 0
+    assert dump(small) == dump(whole)
+
+
+def test_a_database_from_before_session_summaries_goes_on_like_a_clean_one(tmp_path):
+    # Databases written before migration m005 have sessions but no per-session summaries; the
+    # migration marks every session stale, and the next run summarises them from `events`.
+    sid = new_sid()
+    lines = v1_session(sid, [(0.1, "token", {"text": "ab"}), (0.2, "tool_use", {"tool_name": "web", "tool_use_id": "t1"}),
+                             (30.0, "tool_result", {"tool_name": "web", "tool_use_id": "t1", "status": "done"}),
+                             (30.1, "token", {"text": "cd"}), (30.2, "done", {"model": "m"})])
+    old, clean = tmp_path / "old.duckdb", tmp_path / "clean.duckdb"
+    path = write(tmp_path / "live.jsonl", lines[:4])  # cut after the tool_use: the seam is the 29.8 s gap
+    ingest([path], IngestOptions(db=old, open_window=0))
+    import duckdb
+
+    con = duckdb.connect(str(old))
+    con.execute("DROP TABLE _session_stats; DROP TABLE _tool_events; DROP TABLE _stale_sessions")
+    con.execute("DELETE FROM _schema_migrations WHERE name = 'm005_session_stats'")
+    con.close()
+    write(path, lines[4:], mode="a")
+    ingest([path], IngestOptions(db=old, open_window=0))
+    ingest([path], IngestOptions(db=clean, open_window=0))
+    assert dump(old) == dump(clean)
+    assert rows(old, "SELECT max_gap_s, tool_calls, orphaned_tools FROM sessions") == [(pytest.approx(29.8), 1, 0)]

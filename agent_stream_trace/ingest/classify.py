@@ -18,6 +18,8 @@ inserted into `events`. Attribution, duplicate detection and rejects work on key
 
 from __future__ import annotations
 
+from .stats import MERGE, metric_rows, summarise
+
 REJECT_PREVIEW = 200  # characters of a rejected line kept in rejects.raw
 
 WS = "' ' || chr(9) || chr(13)"
@@ -123,6 +125,8 @@ f AS (
 )
 SELECT file_id, line_no, is_header, session_s, started_at, v, j_side, j_attrs, t, event,
     CASE WHEN reason IS NULL AND NOT is_header THEN data END AS data, sid, seq, reason,
+    -- measured once here, so metrics and exports add up a column instead of parsing again
+    CASE WHEN reason IS NULL AND event = 'token' THEN length(data ->> 'text') END AS text_chars,
     CASE WHEN reason IS NOT NULL THEN left(raw, {REJECT_PREVIEW}) END AS preview
 FROM classified
 """
@@ -171,7 +175,7 @@ SELECT p.file_id, p.line_no,
     coalesce(p.sid, pos.session_id) AS session_id,
     coalesce(fh.side, pos.side) AS side,
     CASE WHEN p.sid IS NOT NULL THEN p.seq ELSE p.line_no - pos.header_line END AS seq,
-    p.t, p.event, p.data,
+    p.t, p.event, p.data, p.text_chars,
     CASE
         WHEN p.sid IS NOT NULL AND fh.side IS NULL THEN 'event: no session header for its "sid" in this file'
         WHEN p.sid IS NULL AND pos.header_line IS NULL THEN 'event: no session header before it'
@@ -189,11 +193,14 @@ CREATE OR REPLACE TEMP TABLE _cand_rejects AS
 SELECT file_id, line_no, reason FROM _cand WHERE reason IS NOT NULL
 """
 
-# Per session of the batch: its good event lines and the seq range they cover.
+# Per session of the batch: its good event lines, the seq range they cover, and a small
+# integer key for the summaries (stats.py), which window and group by it.
 BATCH_SESSIONS = """
 CREATE OR REPLACE TEMP TABLE _batch_sessions AS
-SELECT session_id, side, count(*) AS n, min(seq) AS lo, max(seq) AS hi
-FROM _cand WHERE reason IS NULL GROUP BY ALL
+SELECT session_id, side, n, lo, hi, row_number() OVER () AS k FROM (
+    SELECT session_id, side, count(*) AS n, min(seq) AS lo, max(seq) AS hi
+    FROM _cand WHERE reason IS NULL GROUP BY ALL
+)
 """
 
 # Lines that repeat an event: stored before (a re-read file, the same session in two files)
@@ -227,12 +234,29 @@ QUALIFY row_number() OVER (PARTITION BY session_id, side, seq ORDER BY file_id, 
 # their JSON cost 40% of this insert (measured). Rows arrive in file order.
 INSERT_EVENTS = """
 INSERT INTO events (session_id, side, seq, t, event, data, source_file, line_no, text_chars)
-SELECT c.session_id, c.side, c.seq, c.t, c.event, c.data, f.path, c.line_no,
-    -- measured once here, so metrics and exports add up a column instead of parsing again
-    CASE WHEN c.event = 'token' THEN length(c.data ->> 'text') END
+SELECT c.session_id, c.side, c.seq, c.t, c.event, c.data, f.path, c.line_no, c.text_chars
 FROM _cand c JOIN _files f USING (file_id)
 ANTI JOIN _drop d ON d.file_id = c.file_id AND d.line_no = c.line_no
 WHERE c.reason IS NULL
+"""
+
+_NEW_EVENTS = """
+FROM _cand c ANTI JOIN _drop d ON d.file_id = c.file_id AND d.line_no = c.line_no
+WHERE c.reason IS NULL
+"""
+
+# The batch's new events summarised per session, to be merged into _session_stats.
+BATCH_STATS = f"""
+CREATE OR REPLACE TEMP TABLE _batch_stats AS
+SELECT b.session_id, b.side, s.* EXCLUDE (k)
+FROM ({summarise(f"SELECT b.k, {metric_rows('c')} {_NEW_EVENTS.replace('WHERE', 'JOIN _batch_sessions b USING (session_id, side) WHERE')}")}) s
+JOIN _batch_sessions b USING (k)
+"""
+
+# The tool events, which tool_calls pairs up at the end of the run (sessions.py).
+INSERT_TOOL_EVENTS = f"""
+INSERT INTO _tool_events
+SELECT c.session_id, c.side, c.seq, c.t, c.event, c.data {_NEW_EVENTS} AND c.event IN ('tool_use', 'tool_result')
 """
 
 # The highest seq seen per session: dropped lines never raise it (each repeats a stored key,
@@ -306,4 +330,4 @@ SELECT reason, count(*) FROM (
 """
 
 STATEMENTS = (PARSED, MARKS, POSITIONAL, FILE_HEADERS, CANDIDATES, CANDIDATE_REJECTS, BATCH_SESSIONS, DUPLICATES)
-WRITES = (UPDATE_SESSION_SEQ, INSERT_HEADERS, INSERT_REJECTS, MARK_DIRTY)
+WRITES = (BATCH_STATS, *MERGE, INSERT_TOOL_EVENTS, UPDATE_SESSION_SEQ, INSERT_HEADERS, INSERT_REJECTS, MARK_DIRTY)

@@ -1,9 +1,10 @@
-"""The per-session metric definitions (ARCHITECTURE.md), in SQL, computed from `events`.
+"""The per-session metric definitions (ARCHITECTURE.md), in SQL, from the sessions' summaries.
 
 This is the one place where outcome, end_reason, attribution, ttft_s, token velocity, turns,
-max_gap_s and tool latency are defined. The ingester recomputes the rows of the sessions in
-`_dirty_sessions`; the live hook gets the same numbers by ingesting a session's lines into an
-in-memory database (ingest_lines), so there is no second definition anywhere.
+max_gap_s and tool latency are defined, over the per-session summaries of stats.py (kept up
+to date as events are stored) and the tool events. The ingester recomputes the rows of the
+sessions in `_dirty_sessions`; the live hook gets the same numbers by ingesting a session's
+lines into an in-memory database (ingest_lines), so there is no second definition anywhere.
 """
 
 from __future__ import annotations
@@ -11,12 +12,12 @@ from __future__ import annotations
 import duckdb
 
 from ..config import DEFAULT_OPEN_WINDOW_S
+from . import stats
 
 INTERLEAVE_HORIZON_S = DEFAULT_OPEN_WINDOW_S
 
-# Each dirty session gets a small integer key `k`: the window and the aggregates below
-# partition and group by it instead of by (session_id, side) text, which made them 2-3x dearer
-# (measured on 2.5M events: the lag window 0.49 s by text, 0.20 s by integer).
+# Each dirty session gets a small integer key `k`: the statements below group and join by it
+# instead of by (session_id, side) text.
 KEYS = """
 CREATE OR REPLACE TEMP TABLE _keys AS
 SELECT session_id, side, row_number() OVER () AS k FROM (SELECT DISTINCT session_id, side FROM _dirty_sessions)
@@ -45,60 +46,25 @@ LEFT JOIN _ingest_files f ON f.path = h.source_file
 GROUP BY h.session_id, h.side
 """
 
-# `data` only of the events whose JSON a metric below reads (and of tokens stored without
-# text_chars): copying every token's JSON into _ev cost a fifth of the aggregates. A new
-# metric that reads the data of another event type must add the type here.
-EVENTS = """
-CREATE OR REPLACE TEMP TABLE _ev AS
-SELECT k.k, e.seq, e.t, e.event,
-    CASE WHEN e.event IN ('turn', 'tool_use', 'tool_result', 'done', '_end')
-         OR (e.event = 'token' AND e.text_chars IS NULL) THEN e.data END AS data,
-    e.text_chars,
-    e.t - lag(e.t) OVER (PARTITION BY k.k ORDER BY e.seq) AS gap
-FROM events e JOIN _keys k ON e.session_id = k.session_id AND e.side = k.side
--- IN lets DuckDB filter the events scan itself (a cron run's few dirty sessions)
-WHERE e.session_id IN (SELECT session_id FROM _keys)
-"""
-
+# The sessions' summaries (stats.py), under their integer keys.
 AGGREGATES = """
 CREATE OR REPLACE TEMP TABLE _agg AS
-SELECT k,
-    count(*) FILTER (WHERE NOT starts_with(event, '_')) AS event_count,
-    count(*) FILTER (WHERE event = 'token') AS token_events,
-    -- text_chars is length(data->>'text') measured at ingest; computed here for rows without it
-    coalesce(sum(coalesce(text_chars, length(data ->> 'text'))) FILTER (WHERE event = 'token'), 0) AS token_chars,
-    min(t) FILTER (WHERE event = 'token') AS first_token_t,
-    max(t) FILTER (WHERE event = 'token') AS last_token_t,
-    max_by(t, seq) AS last_t,
-    max(seq) AS max_seq,
-    count(*) AS recorded,
-    max(try_cast(data ->> 'turn_number' AS INTEGER)) FILTER (WHERE event = 'turn') AS max_turn,
-    count(*) FILTER (WHERE event = 'tool_use') AS tool_calls,
-    count(*) FILTER (WHERE event = 'tool_result' AND data ->> 'status' = 'error') AS tool_errors,
-    count(*) FILTER (WHERE event = 'error') AS errors,
-    count(*) FILTER (WHERE event = 'done') AS dones,
-    max(seq) FILTER (WHERE event = 'done') AS done_seq,
-    max(seq) FILTER (WHERE NOT starts_with(event, '_')) AS last_wire_seq,
-    max_by(data, seq) FILTER (WHERE event = 'done') AS done_data,
-    max_by(data, seq) FILTER (WHERE event = '_end') AS end_data,
-    max(gap) AS max_gap_s,
-    -- the first of equally long gaps (ties are common: t is rounded to 1 ms)
-    max_by(t, {'gap': gap, 'first': -seq}) FILTER (WHERE gap IS NOT NULL) AS max_gap_at_s,
-    min(gap) AS min_gap
-FROM _ev GROUP BY k
+SELECT k.k, s.* EXCLUDE (session_id, side, max_gap_end), s.max_gap_end.t AS max_gap_at_s
+FROM _session_stats s JOIN _keys k USING (session_id, side)
 """
 
 TOOLS = """
 CREATE OR REPLACE TEMP TABLE _tools AS
-WITH uses AS (
+WITH ev AS (SELECT k.k, e.seq, e.t, e.event, e.data FROM _tool_events e JOIN _keys k USING (session_id, side)),
+uses AS (
     SELECT k, data ->> 'tool_use_id' AS tool_use_id,
         min_by(data ->> 'tool_name', seq) AS tool_name, min(t) AS started_t
-    FROM _ev WHERE event = 'tool_use' GROUP BY ALL
+    FROM ev WHERE event = 'tool_use' GROUP BY ALL
 ), results AS (
     SELECT k, data ->> 'tool_use_id' AS tool_use_id,
         min_by({'name': data ->> 'tool_name', 't': t, 'status': data ->> 'status',
                 'ms': try_cast(data ->> 'duration_ms' AS DOUBLE)}, seq) AS r
-    FROM _ev WHERE event = 'tool_result' GROUP BY ALL
+    FROM ev WHERE event = 'tool_result' GROUP BY ALL
 )
 SELECT coalesce(u.k, r.k) AS k,
     coalesce(u.tool_use_id, r.tool_use_id) AS tool_use_id,
@@ -209,6 +175,9 @@ def refresh_sessions(con: duckdb.DuckDBPyConnection, *, now: float, open_window:
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute(MARK_IDLE, params)
+        if con.execute("SELECT count(*) FROM _stale_sessions").fetchone() != (0,):
+            for sql in stats.RESUMMARISE:
+                con.execute(sql)
         con.execute(KEYS)
         (total,) = con.execute("SELECT count(*) FROM _keys").fetchone()  # type: ignore[misc]
         if total == 0:
@@ -217,7 +186,7 @@ def refresh_sessions(con: duckdb.DuckDBPyConnection, *, now: float, open_window:
         (existing,) = con.execute(
             "SELECT count(*) FROM sessions s SEMI JOIN _keys k ON s.session_id = k.session_id AND s.side = k.side"
         ).fetchone()  # type: ignore[misc]
-        for sql in (HEADERS, EVENTS, AGGREGATES, TOOLS):
+        for sql in (HEADERS, AGGREGATES, TOOLS):
             con.execute(sql)
         con.execute(ROWS, params)
         con.execute(REPLACE)
