@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,11 +22,12 @@ from ..db import connect
 from .load import BatchCounts, FileState, load_batch, load_states, save_states
 from .reader import BLOCK_BYTES, HEAD_BYTES, Block, Cursor, ReadOutcome, head_hash, make_block, read_blocks
 from .sessions import refresh_sessions
+from . import storage
+from .readahead import read_ahead
 from .sources import Source, resolve_sources
 
 # 16 MB batches keep peak memory under 1 GB on 2M-line corpora for ~10% more time than 64 MB.
 BATCH_BYTES = 16 << 20
-MEMORY_LIMIT = "768MB"
 
 
 @dataclass(frozen=True)
@@ -59,11 +60,12 @@ def ingest(paths: Iterable[str | os.PathLike[str]], options: IngestOptions = Ing
     """Load recordings into the database named by options.db (see config.resolve_db_path)."""
     sources = resolve_sources(list(paths))
     con = connect(options.db)
-    # DuckDB would cache up to 80% of RAM; a cap keeps a cron job's footprint flat (measured on
-    # 2.5M lines: peak RSS 1.05 GB -> 0.89 GB, same time). Beyond it, DuckDB spills to disk.
-    con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
+    storage.prepare(con)
     try:
-        return Ingester(con, options).run(sources)
+        report = Ingester(con, options).run(sources)
+        if report.events:
+            storage.compact_if_fragmented(con)
+        return report
     finally:
         con.close()
 
@@ -108,34 +110,34 @@ class Ingester:
         started = time.perf_counter()
         report = IngestReport(files=len(sources))
         states = load_states(self.con)
-        batch: list[Block] = []
-        batch_bytes = 0
         total = _pending_bytes(sources, states)
-        # Files whose final state no pending batch will save (their last block was flushed
-        # already, or they had none): saved after the last batch, once all their data is in.
-        settled: list[FileState] = []
+        plans: list[tuple[Source, FileState, bool]] = []
         for source in sources:
             state, final = self._prepare(source, states)
             if state is None:
                 report.files_unchanged += 1
                 continue
             state.complete = False  # until every block read below is committed
-            outcome = ReadOutcome()
-            cursor = Cursor(state.byte_offset, state.lines)
-            blocks = read_blocks(source, cursor, final=final, outcome=outcome,
-                                 block_bytes=min(BLOCK_BYTES, self.options.batch_bytes))
-            for block in blocks:
-                batch.append(block)
-                batch_bytes += len(block.data)
-                report.bytes_read += len(block.data)
-                if self.options.progress:
-                    self.options.progress(report.bytes_read, total)
-                if batch_bytes >= self.options.batch_bytes:
-                    report.add(load_batch(self.con, batch, states))
-                    batch, batch_bytes = [], 0
-            state.complete = outcome.reached_end
-            if not any(b.source.name == source.name for b in batch):
-                settled.append(state)
+            plans.append((source, state, final))
+        batch: list[Block] = []
+        batch_bytes = 0
+        # Files whose final state no pending batch will save (their last block was flushed
+        # already, or they had none): saved after the last batch, once all their data is in.
+        settled: list[FileState] = []
+        for state, item in read_ahead(self._read(plans)):
+            if isinstance(item, ReadOutcome):  # the file's last block was handed over
+                state.complete = item.reached_end
+                if not any(b.source.name == state.path for b in batch):
+                    settled.append(state)
+                continue
+            batch.append(item)
+            batch_bytes += len(item.data)
+            report.bytes_read += len(item.data)
+            if self.options.progress:
+                self.options.progress(report.bytes_read, total)
+            if batch_bytes >= self.options.batch_bytes:
+                report.add(load_batch(self.con, batch, states))
+                batch, batch_bytes = [], 0
         if batch:
             report.add(load_batch(self.con, batch, states))
         if settled:
@@ -143,6 +145,17 @@ class Ingester:
         self.finish(report)
         report.seconds = time.perf_counter() - started
         return report
+
+    def _read(self, plans: list[tuple[Source, FileState, bool]]) -> Iterator[tuple[FileState, Block | ReadOutcome]]:
+        """Every file's blocks, then its ReadOutcome. Runs in the read-ahead thread: it reads
+        files and nothing else (states are only read here, as they were before the run)."""
+        block_bytes = min(BLOCK_BYTES, self.options.batch_bytes)
+        for source, state, final in plans:
+            outcome = ReadOutcome()
+            cursor = Cursor(state.byte_offset, state.lines)
+            for block in read_blocks(source, cursor, final=final, outcome=outcome, block_bytes=block_bytes):
+                yield state, block
+            yield state, outcome
 
     def finish(self, report: IngestReport) -> None:
         new, updated = refresh_sessions(self.con, now=self.now, open_window=self.window)

@@ -1,0 +1,47 @@
+"""How the ingester's connection writes: memory cap, and compaction only when it pays.
+
+DuckDB compacts ("vacuums") a table's partly filled row groups at every checkpoint. Each ingest
+run appends a partly filled row group to `events`, so every run's closing checkpoint rewrote
+the previous one too: measured 0.2 s on a 2.5M-event database whatever the run added (a
+cron run adding 1% of lines spent more on that than on the lines). Compaction is off while
+ingesting and is done in one go once the table holds far more row groups than its rows need,
+so its cost is spread over the runs that fragmented it.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+# DuckDB would cache up to 80% of RAM; a cap keeps a cron job's footprint flat (measured on
+# 2.5M lines: peak RSS 1.05 GB -> 0.89 GB, same time). Beyond it, DuckDB spills to disk.
+MEMORY_LIMIT = "768MB"
+ROW_GROUP_ROWS = 122_880  # DuckDB's row group size
+DEFAULT_VACUUM_TASKS = 100  # DuckDB's default max_vacuum_tasks
+SLACK_ROW_GROUPS = 32  # partly filled row groups tolerated beyond twice what the rows need
+
+
+def prepare(con: duckdb.DuckDBPyConnection) -> None:
+    """Settings for an ingest connection."""
+    con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
+    con.execute("SET max_vacuum_tasks = 0")
+
+
+def is_fragmented(con: duckdb.DuckDBPyConnection, table: str = "events") -> bool:
+    (rows,) = con.execute(f"SELECT count(*) FROM {table}").fetchone()  # type: ignore[misc]
+    (groups,) = con.execute(
+        "SELECT count(DISTINCT row_group_id) FROM pragma_storage_info(?) WHERE column_id = 0", [table]
+    ).fetchone()  # type: ignore[misc]
+    needed = -(-rows // ROW_GROUP_ROWS)
+    return groups > 2 * needed + SLACK_ROW_GROUPS
+
+
+def compact_if_fragmented(con: duckdb.DuckDBPyConnection) -> bool:
+    """Compact `events` (a checkpoint with vacuuming on) when it is fragmented; True if it was."""
+    if not is_fragmented(con):
+        return False
+    con.execute(f"SET max_vacuum_tasks = {DEFAULT_VACUUM_TASKS}")
+    try:
+        con.execute("CHECKPOINT")
+    finally:
+        con.execute("SET max_vacuum_tasks = 0")
+    return True
