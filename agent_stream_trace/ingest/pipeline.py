@@ -63,11 +63,12 @@ def ingest(paths: Iterable[str | os.PathLike[str]], options: IngestOptions = Ing
     storage.prepare(con)
     try:
         report = Ingester(con, options).run(sources)
-        if report.events:
-            storage.compact_if_fragmented(con)
-        return report
+        fragmented = report.events > 0 and storage.is_fragmented(con)
     finally:
         con.close()
+    if fragmented:
+        storage.compact(options.db)
+    return report
 
 
 def ingest_lines(

@@ -10,7 +10,11 @@ so its cost is spread over the runs that fragmented it.
 
 from __future__ import annotations
 
+import os
+
 import duckdb
+
+from ..db import connect
 
 # DuckDB would cache up to 80% of RAM; a cap keeps a cron job's footprint flat (measured on
 # 2.5M lines: peak RSS 1.05 GB -> 0.89 GB, same time). Beyond it, DuckDB spills to disk.
@@ -35,13 +39,14 @@ def is_fragmented(con: duckdb.DuckDBPyConnection, table: str = "events") -> bool
     return groups > 2 * needed + SLACK_ROW_GROUPS
 
 
-def compact_if_fragmented(con: duckdb.DuckDBPyConnection) -> bool:
-    """Compact `events` (a checkpoint with vacuuming on) when it is fragmented; True if it was."""
-    if not is_fragmented(con):
-        return False
-    con.execute(f"SET max_vacuum_tasks = {DEFAULT_VACUUM_TASKS}")
+def compact(db: str | os.PathLike[str] | None) -> None:
+    """Compact the database's partly filled row groups. DuckDB vacuums at the first checkpoint
+    after opening that has a change to write, so this opens the database afresh (the ingest
+    connection must be closed) and makes one: a marker table created and dropped."""
+    con = connect(db)
     try:
+        con.execute("CREATE TABLE _compacting (started TIMESTAMPTZ)")
+        con.execute("DROP TABLE _compacting")
         con.execute("CHECKPOINT")
     finally:
-        con.execute("SET max_vacuum_tasks = 0")
-    return True
+        con.close()

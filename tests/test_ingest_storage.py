@@ -1,0 +1,45 @@
+"""Compaction: off while ingesting, done once the events table is fragmented."""
+
+from __future__ import annotations
+
+from agent_stream_trace.db import connect
+from agent_stream_trace.ingest import storage
+
+
+def row_groups(con) -> int:
+    return con.execute(
+        "SELECT count(DISTINCT row_group_id) FROM pragma_storage_info('events') WHERE column_id = 0"
+    ).fetchone()[0]
+
+
+def test_small_appends_pile_up_until_one_compaction_merges_them(tmp_path):
+    con = connect(tmp_path / "db.duckdb")
+    storage.prepare(con)
+    for run in range(storage.SLACK_ROW_GROUPS + 8):  # each like a cron run: a few rows, a checkpoint
+        con.execute(
+            "INSERT INTO events (session_id, side, seq, t, event, data) "
+            "SELECT 's' || ?, 'server', range, 0.1, 'token', '{}' FROM range(50)", [run]
+        )
+        con.execute("CHECKPOINT")
+    assert row_groups(con) > storage.SLACK_ROW_GROUPS  # nothing was compacted along the way
+    assert storage.is_fragmented(con)
+    con.close()
+    storage.compact(tmp_path / "db.duckdb")
+    con = connect(tmp_path / "db.duckdb", read_only=True)
+    assert row_groups(con) <= 2 and not storage.is_fragmented(con)
+    assert con.execute("SELECT count(*) FROM events").fetchone() == ((storage.SLACK_ROW_GROUPS + 8) * 50,)
+    con.close()
+
+
+def test_ingest_compacts_when_its_runs_have_fragmented_events(tmp_path, db_path):
+    from agent_stream_trace.ingest.pipeline import IngestOptions, ingest
+    from ingest_support import v1_session, new_sid, write
+
+    path = tmp_path / "cron.jsonl"
+    for run in range(storage.SLACK_ROW_GROUPS + 4):  # cron runs, each adding one short session
+        write(path, v1_session(new_sid(), [(0.1, "token", {"text": "x"}), (0.2, "done", {})]), mode="a")
+        ingest([path], IngestOptions(db=db_path, open_window=0))
+    con = connect(db_path, read_only=True)
+    assert row_groups(con) < storage.SLACK_ROW_GROUPS  # compacted at least once along the way
+    assert con.execute("SELECT count(*) FROM events").fetchone() == ((storage.SLACK_ROW_GROUPS + 4) * 3,)
+    con.close()
