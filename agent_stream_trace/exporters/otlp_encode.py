@@ -122,8 +122,13 @@ class _Attributes:
         return encoded
 
     def encode(self, attributes: Mapping[str, Any]) -> bytes:
+        parts: list[bytes] = []
+        self.encode_into(parts, attributes)
+        return b"".join(parts)
+
+    def encode_into(self, parts: list[bytes], attributes: Mapping[str, Any]) -> None:
+        """Append each attribute's encoded field to `parts`."""
         strs, ints, bools, doubles = self._str, self._int, self._bool, self._double_prefix
-        parts = []
         append = parts.append
         for item in attributes.items():
             kind = type(item[1])
@@ -141,7 +146,6 @@ class _Attributes:
             else:  # lists, str/int subclasses: rare, not cached
                 encoded = _attribute(self._tag, item[0], item[1])
             append(encoded)
-        return b"".join(parts)
 
 
 _KIND_FIELDS = {kind: b"\x30" + _varint(code) for kind, code in _KINDS.items()}
@@ -187,24 +191,37 @@ class _SpanEncoder:
             parts.append(b"\x5a" + _len(len(body)) + body)
         return b"".join(parts)
 
+    def spans(self, specs: Iterable[SpanSpec]) -> list[bytes]:
+        """Each span's Span message, preceded by its field-2 (ScopeSpans.spans) tag and length.
+
+        One loop for all spans, caches in locals, and a span's fields and attributes joined
+        once (into one list) instead of its attributes first on their own: 4-7% of encoding
+        (16k spans, 250k attributes per 3000 sessions)."""
+        names, statuses, kinds, pack_times, small = self._names, self._statuses, _KIND_FIELDS, _pack_times, _SMALL
+        encode_into = self._span_attrs.encode_into
+        out: list[bytes] = []
+        for trace_id, span_id, parent, name, kind, start_ns, end_ns, attributes, events, status, message in specs:
+            parts = [
+                b"\x0a\x10", trace_id, b"\x12\x08", span_id,
+                b"\x22\x08" + parent if parent else b"",
+                names.get(name) or self._name(name),
+                kinds[kind],
+                pack_times(0x39, start_ns, 0x41, end_ns),  # both times in one call
+            ]
+            encode_into(parts, attributes)
+            if events:
+                parts.append(self._events(events))
+            status_field = statuses.get((status, message))
+            parts.append(status_field if status_field is not None else self._status(status, message))
+            body = b"".join(parts)
+            n = len(body)
+            out.append(b"\x12" + small[n] if n < 128 else b"\x12" + _varint(n))
+            out.append(body)
+        return out
+
     def span(self, spec: SpanSpec) -> bytes:
         """The Span message, with its field-2 (ScopeSpans.spans) tag and length in front."""
-        # One unpacking instead of eleven attribute reads, and both times packed by one call:
-        # this runs once per span (16k per 3000 sessions).
-        trace_id, span_id, parent, name, kind, start_ns, end_ns, attributes, events, status, message = spec
-        status_field = self._statuses.get((status, message))
-        body = b"".join((
-            b"\x0a\x10", trace_id, b"\x12\x08", span_id,
-            b"\x22\x08" + parent if parent else b"",
-            self._names.get(name) or self._name(name),
-            _KIND_FIELDS[kind],
-            _pack_times(0x39, start_ns, 0x41, end_ns),
-            self._span_attrs.encode(attributes),
-            self._events(events) if events else b"",
-            status_field if status_field is not None else self._status(status, message),
-        ))
-        n = len(body)
-        return (b"\x12" + _SMALL[n] if n < 128 else b"\x12" + _varint(n)) + body
+        return b"".join(self.spans((spec,)))
 
 
 def encode_span(spec: SpanSpec) -> bytes:
@@ -227,8 +244,7 @@ class RequestEncoder:
 
     def encode(self, spans: Iterable[SpanSpec]) -> bytes:
         """Serialized `ExportTraceServiceRequest` bytes holding `spans`."""
-        span = self._spans.span
-        parts = [span(s) for s in spans]
+        parts = self._spans.spans(spans)
         # The enclosing messages' lengths are added up instead of their bytes being built one
         # inside the other: the request (1-2 MB) is copied once, not three more times.
         scope_spans = len(self._scope) + sum(map(len, parts))
