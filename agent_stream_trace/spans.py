@@ -147,6 +147,7 @@ class _SpanIds:
 # The "role\x1findex" bytes of span ids, the same few for every session (16k span ids per
 # 3000 sessions: building them each time was a third of an id's cost).
 _ID_SUFFIXES: dict[tuple[str, int], bytes] = {}
+_ATTRS_KEYS: dict[Any, str] = {}  # recording attr key -> "agent_stream.attrs.<key>"
 _ZERO_ID = bytes(8)
 
 
@@ -207,20 +208,24 @@ def _span_event(name: str, data: Any, time_ns: int, include_content: bool) -> tu
         if include_content:
             attrs["agent_stream.thinking.text"] = text
     elif name == "progress":
-        sub = d.get("sub_progress") if isinstance(d.get("sub_progress"), dict) else {}
-        attrs = {
-            "agent_stream.progress.step": d.get("step") if isinstance(d.get("step"), (str, int)) else None,
-            "agent_stream.progress.percentage": d.get("percentage") if isinstance(d.get("percentage"), (int, float)) else None,
-            "agent_stream.progress.message": d.get("message") if isinstance(d.get("message"), str) else None,
-            "agent_stream.progress.current": sub.get("current") if isinstance(sub.get("current"), int) else None,
-            "agent_stream.progress.total": sub.get("total") if isinstance(sub.get("total"), int) else None,
-        }
+        # Only the values of the expected types, None (OTLP has no null) and others left out.
+        attrs = {}
+        for key, field, types in _PROGRESS_FIELDS:
+            value = d.get(field)
+            if isinstance(value, types):
+                attrs[key] = value
+        sub = d.get("sub_progress")
+        if isinstance(sub, dict):
+            for key, field, types in _SUB_PROGRESS_FIELDS:
+                value = sub.get(field)
+                if isinstance(value, types):
+                    attrs[key] = value
     elif name == "creation":
-        attrs = {
-            "agent_stream.creation.type": d.get("creation_type") if isinstance(d.get("creation_type"), str) else None,
-            "agent_stream.creation.count": d.get("count") if isinstance(d.get("count"), int) else None,
-            TOOL_CALL_ID: d.get("tool_use_id") if isinstance(d.get("tool_use_id"), str) else None,
-        }
+        attrs = {}
+        for key, field, types in _CREATION_FIELDS:
+            value = d.get(field)
+            if isinstance(value, types):
+                attrs[key] = value
         if include_content and d.get("items") is not None:
             attrs["agent_stream.creation.items"] = _json_text(d.get("items"))
     else:  # error
@@ -234,6 +239,22 @@ def _span_event(name: str, data: Any, time_ns: int, include_content: bool) -> tu
         error = f"{error_type}: {message}" if message else error_type
     return SpanEventSpec(name, time_ns, _clean(attrs)), error
 
+
+# (attribute, data field, accepted types) of progress and creation span events, in order.
+_PROGRESS_FIELDS = (
+    ("agent_stream.progress.step", "step", (str, int)),
+    ("agent_stream.progress.percentage", "percentage", (int, float)),
+    ("agent_stream.progress.message", "message", str),
+)
+_SUB_PROGRESS_FIELDS = (
+    ("agent_stream.progress.current", "current", int),
+    ("agent_stream.progress.total", "total", int),
+)
+_CREATION_FIELDS = (
+    ("agent_stream.creation.type", "creation_type", str),
+    ("agent_stream.creation.count", "count", int),
+    (TOOL_CALL_ID, "tool_use_id", str),
+)
 
 _SPAN_EVENTS = frozenset(("thinking", "progress", "creation", "error"))
 _DATA_EVENTS = _SPAN_EVENTS | {"turn", "tool_use"}
@@ -301,9 +322,10 @@ def session_spans(trace: SessionTrace, *, include_content: bool = False) -> tupl
                 tool_id = data.get("tool_use_id")
                 if isinstance(tool_id, str):
                     if name == "tool_use":
-                        tool_inputs[tool_id] = _text(data, "input_summary")
+                        if include_content:  # summaries are content
+                            tool_inputs[tool_id] = _text(data, "input_summary")
                         tool_turn.setdefault(tool_id, turn.number)
-                    else:
+                    elif include_content:
                         tool_outputs[tool_id] = _text(data, "output_summary")
         elif name == "turn":
             number = data.get("turn_number") if isinstance(data, dict) else None
@@ -384,7 +406,12 @@ def session_spans(trace: SessionTrace, *, include_content: bool = False) -> tupl
             root_attrs[key] = value
     for key, value in attrs_in.items():
         if isinstance(value, (str, bool, int, float)):
-            root_attrs[f"agent_stream.attrs.{key}"] = value
+            name = _ATTRS_KEYS.get(key)
+            if name is None:
+                name = f"agent_stream.attrs.{key}"
+                if len(_ATTRS_KEYS) < 4096:  # the same few recording attrs in every session
+                    _ATTRS_KEYS[key] = name
+            root_attrs[name] = value
     if include_content and turns:
         root_attrs[OI_OUTPUT] = "".join("".join(tn.text) for tn in turns)
         root_attrs[OI_OUTPUT_MIME] = "text/plain"
