@@ -121,6 +121,22 @@ class _Attributes:
         encoded = cache[item] = _TAGS[self._tag] + _len(len(kv)) + kv
         return encoded
 
+    def _str_miss(self, item: tuple[str, str]) -> bytes:
+        """A string attribute seen for the first time (a tool call id, a timestamp, a session's
+        id in its first span: ~25k per 3000 sessions), cached. Written in one join when every
+        length fits one byte, the usual case: half the cost of the general _miss."""
+        text = item[1].encode("utf-8")
+        key = self._key.get(item[0]) or self._key_bytes(item[0])
+        n = len(text)
+        kv = len(key) + n + 3  # key field and value tag, AnyValue length, string tag and length
+        if kv >= 128 or n >= 126:
+            return self._miss(self._str, item, b"\x0a" + _len(n) + text)
+        strs = self._str
+        if len(strs) >= _CACHE_MAX:
+            strs.clear()
+        encoded = strs[item] = b"".join((_TAGS[self._tag], _SMALL[kv], key, _SMALL[n + 2], b"\x0a", _SMALL[n], text))
+        return encoded
+
     def encode(self, attributes: Mapping[str, Any]) -> bytes:
         parts: list[bytes] = []
         self.encode_into(parts, attributes)
@@ -135,8 +151,7 @@ class _Attributes:
             if kind is str:
                 encoded = strs.get(item)
                 if encoded is None:
-                    text = item[1].encode("utf-8")
-                    encoded = self._miss(strs, item, b"\x0a" + _len(len(text)) + text)
+                    encoded = self._str_miss(item)
             elif kind is int:
                 encoded = ints.get(item) or self._miss(ints, item, b"\x18" + _varint(item[1]))
             elif kind is float:
