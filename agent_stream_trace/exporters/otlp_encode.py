@@ -69,7 +69,11 @@ _SMALL = [bytes((n,)) for n in range(128)]
 
 
 def _len(n: int) -> bytes:
-    return _SMALL[n] if n < 128 else _varint(n)
+    if n < 128:
+        return _SMALL[n]
+    if n < 16384:  # two bytes: most spans (~800 bytes each), without _varint's loop
+        return bytes((n & 0x7F | 0x80, n >> 7))
+    return _varint(n)
 
 
 def _attribute(tag: int, key: str, value: Any) -> bytes:
@@ -230,7 +234,7 @@ class _SpanEncoder:
             parts.append(status_field if status_field is not None else self._status(status, message))
             body = b"".join(parts)
             n = len(body)
-            out.append(b"\x12" + small[n] if n < 128 else b"\x12" + _varint(n))
+            out.append(b"\x12" + small[n] if n < 128 else b"\x12" + _len(n))
             out.append(body)
         return out
 
