@@ -95,6 +95,12 @@ class SpanSpec(NamedTuple):
     status_message: str = ""
 
 
+# SpanSpec(...) and SpanEventSpec(...) without the NamedTuple's Python-level __new__ (every
+# field is always given here): 0.18 instead of 0.32 us a span, 20k times per 3000 sessions.
+_new_span = functools.partial(tuple.__new__, SpanSpec)
+_new_span_event = functools.partial(tuple.__new__, SpanEventSpec)
+
+
 def resource_attributes(service_name: str | None = None, project: str | None = None) -> dict[str, str]:
     """`service.name` (argument, then $OTEL_SERVICE_NAME, then "agent-stream") and the Phoenix
     project (argument, then $PHOENIX_PROJECT_NAME, then the service name)."""
@@ -237,7 +243,7 @@ def _span_event(name: str, data: Any, time_ns: int, include_content: bool) -> tu
             "agent_stream.error.details": _json_text(d["details"]) if d.get("details") is not None else None,
         }
         error = f"{error_type}: {message}" if message else error_type
-    return SpanEventSpec(name, time_ns, _clean(attrs)), error
+    return _new_span_event((name, time_ns, _clean(attrs))), error
 
 
 # (attribute, data field, accepted types) of progress and creation span events, in order.
@@ -456,14 +462,11 @@ def session_spans(trace: SessionTrace, *, include_content: bool = False) -> tupl
             status, message = "error", tn.error
         elif outcome == "synthetic_done" and index == len(turns):
             status, message = "error", f"stream ended without done ({end_reason or 'unknown cause'})"
-        spans.append(
-            SpanSpec(
-                trace_id, span_id("turn", index), root_id, chat_name, "client",
-                base + round(tn.start_t * 1_000_000) * 1000, base + round(max(tn.end_t, tn.start_t) * 1_000_000) * 1000,
-                turn_attrs, tuple(tn.events),
-                status, message,
-            )
-        )
+        spans.append(_new_span((
+            trace_id, span_id("turn", index), root_id, chat_name, "client",
+            base + round(tn.start_t * 1_000_000) * 1000, base + round(max(tn.end_t, tn.start_t) * 1_000_000) * 1000,
+            turn_attrs, tuple(tn.events), status, message,
+        )))
 
     # --- one execute_tool span per tool call -----------------------------------------------------
     tool_common: dict[str, Any] = {OPERATION: "execute_tool", CONVERSATION_ID: sid, SESSION_ID: sid, OI_KIND: "TOOL"}
@@ -491,12 +494,10 @@ def session_spans(trace: SessionTrace, *, include_content: bool = False) -> tupl
             tmessage = f"tool {call.tool_name} never returned a result (orphaned)"
         else:
             tstatus, tmessage = ("ok" if call.status == "done" else "unset"), ""
-        spans.append(
-            SpanSpec(
-                trace_id, span_id("tool", index), root_id,
-                f"execute_tool {call.tool_name}" if call.tool_name else "execute_tool", "internal",
-                base + round(start_t * 1_000_000) * 1000, base + round(max(stop_t, start_t) * 1_000_000) * 1000,
-                _clean(tool_attrs), (), tstatus, tmessage,
-            )
-        )
+        spans.append(_new_span((
+            trace_id, span_id("tool", index), root_id,
+            f"execute_tool {call.tool_name}" if call.tool_name else "execute_tool", "internal",
+            base + round(start_t * 1_000_000) * 1000, base + round(max(stop_t, start_t) * 1_000_000) * 1000,
+            _clean(tool_attrs), (), tstatus, tmessage,
+        )))
     return tuple(spans)
