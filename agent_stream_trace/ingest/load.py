@@ -115,6 +115,8 @@ def load_batch(
     try:
         for sql in classify.STATEMENTS:
             con.execute(sql)
+        if con.execute(classify.COUNT_MAYBE_STORED).fetchone() != (0,):
+            con.execute(classify.STORED_REPEATS)
         lines, headers, good_events = con.execute(classify.COUNTS).fetchone()  # type: ignore[misc]
         (events,) = con.execute(classify.INSERT_EVENTS).fetchone()  # type: ignore[misc]
         counts.lines, counts.headers, counts.events = lines, headers, events
