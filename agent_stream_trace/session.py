@@ -116,13 +116,21 @@ rows AS (
 # its session's list of their seqs (the ingester stores each (session, side, seq) once, so seq
 # alone orders a session's events). A hash join and a few comparisons per token cost ~20% less
 # than finding the previous event with an ASOF join, which sorts every token (measured).
+# Only the first of consecutive non-token events (seq right after the previous one's) needs to
+# be in the list: two tokens have an event between them exactly when the first event after the
+# earlier token is between them, and that one always follows a gap. Lists less than half as
+# long, the query ~12% cheaper (measured).
 # Characters come from text_chars, measured at ingest, instead of parsing every token's JSON.
 _EVENT_RUN_ROWS = """
 marks AS (
-    SELECT k.ord, list(e.seq) AS seqs
-    FROM events e JOIN _ast_keys k USING (session_id, side)
-    WHERE e.event IS DISTINCT FROM 'token'
-    GROUP BY k.ord
+    SELECT ord, list(seq) AS seqs
+    FROM (
+        SELECT k.ord, e.seq, lag(e.seq) OVER (PARTITION BY k.ord ORDER BY e.seq) AS previous
+        FROM events e JOIN _ast_keys k USING (session_id, side)
+        WHERE e.event IS DISTINCT FROM 'token'
+    )
+    WHERE previous IS NULL OR previous < seq - 1
+    GROUP BY ord
 ),
 tokens AS (
     SELECT k.ord, e.seq, e.line_no, e.t, {text} AS text,

@@ -272,3 +272,37 @@ def test_time_to_first_token_instants_are_iso_utc_to_the_microsecond(started_at)
     stamps = [s.attributes["langfuse.observation.completion_start_time"] for s in spans if s.name.startswith(("chat", "invoke"))]
     expected = [(started_at + timedelta(microseconds=round(t * 1e6))).strftime("%Y-%m-%dT%H:%M:%S.%fZ") for t in firsts]
     assert stamps == [expected[0]] + expected
+
+
+@pytest.mark.parametrize("include_content", [False, True])
+def test_token_runs_map_to_the_same_spans_when_lines_were_lost(db_path, include_content):
+    # Recordings that lost lines have gaps in seq: between two tokens, between two other events,
+    # and between a token and an event. Runs must still end exactly at the events between tokens.
+    con = connect(db_path)
+    specs = simulated_specs(14)
+    add_sessions(con, specs)
+    con.execute("UPDATE events SET seq = seq * 3 + (seq % 2) WHERE session_id IN (SELECT session_id FROM sessions LIMIT 7)")
+    con.execute("DELETE FROM events WHERE event = 'token' AND seq % 5 = 0")
+    # and one token alone between events, lines all there
+    add_session(con, [(0.1, "token", {"text": "a"}), (0.2, "turn", {"turn_number": 2}), (0.3, "token", {"text": "b"}),
+                      (0.4, "thinking", {"text": "hm"}), (0.5, "token", {"text": "c"}), (0.6, "token", {"text": "d"})])
+    raw_traces = list(load_session_traces(con))
+    runs = list(load_session_traces(con, token_runs=True, token_text=include_content,
+                                    data_events=data_events(include_content)))
+    for raw, collapsed in zip(raw_traces, runs):
+        assert [(e.seq, e.data["count"]) for e in collapsed.events if e.event == "token"] == _token_runs(raw.events)
+    assert ([session_spans(t, include_content=include_content) for t in runs]
+            == [session_spans(t, include_content=include_content) for t in raw_traces])
+
+
+def _token_runs(events):
+    """(first seq, tokens) of each run of token events with no other event between them."""
+    runs: list[list[int]] = []
+    previous = None
+    for event in events:
+        if event.event == "token":
+            if previous != "token":
+                runs.append([event.seq, 0])
+            runs[-1][1] += 1
+        previous = event.event
+    return [tuple(run) for run in runs]
