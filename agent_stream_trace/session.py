@@ -76,8 +76,8 @@ class SessionTrace:
 # One query, one row per session: the `sessions` row, then its events and its tool calls each
 # as one JSON array text, which orjson turns into Python lists in C. Fetching the same rows one
 # by one (DuckDB making a Python tuple per row, a Python loop over them, three result streams
-# merged) cost a third more CPU: 0.18 s of Python instead of 0.24 s for 3000 sessions, 0.25 s
-# of CPU in all instead of 0.33 (measured). Doubles are written by DuckDB's to_json, which
+# merged) took ~10% longer for 3000 sessions (measured; with the token runs below, loading
+# them takes 0.10-0.11 s instead of 0.13-0.14). Doubles are written by DuckDB's to_json, which
 # round-trips exactly (checked on 300k random doubles, and 2.0 stays a float); the stored
 # `data` JSON is embedded as stored, so parsing the array parses it too. Timestamps are read as
 # naive UTC: fetching TIMESTAMPTZ into Python needs pytz, which we do not depend on. The session
