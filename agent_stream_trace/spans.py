@@ -247,16 +247,17 @@ def _span_event(name: str, data: Any, time_ns: int, include_content: bool) -> tu
 
 
 # (attribute, data field, accepted types) of progress and creation span events, in order.
-_PROGRESS_FIELDS = (
+_Fields = tuple[tuple[str, str, "type | tuple[type, ...]"], ...]
+_PROGRESS_FIELDS: _Fields = (
     ("agent_stream.progress.step", "step", (str, int)),
     ("agent_stream.progress.percentage", "percentage", (int, float)),
     ("agent_stream.progress.message", "message", str),
 )
-_SUB_PROGRESS_FIELDS = (
+_SUB_PROGRESS_FIELDS: _Fields = (
     ("agent_stream.progress.current", "current", int),
     ("agent_stream.progress.total", "total", int),
 )
-_CREATION_FIELDS = (
+_CREATION_FIELDS: _Fields = (
     ("agent_stream.creation.type", "creation_type", str),
     ("agent_stream.creation.count", "count", int),
     (TOOL_CALL_ID, "tool_use_id", str),

@@ -281,7 +281,8 @@ def test_token_runs_map_to_the_same_spans_when_lines_were_lost(db_path, include_
     con = connect(db_path)
     specs = simulated_specs(14)
     add_sessions(con, specs)
-    con.execute("UPDATE events SET seq = seq * 3 + (seq % 2) WHERE session_id IN (SELECT session_id FROM sessions LIMIT 7)")
+    con.execute("UPDATE events SET seq = seq * 3 + (seq % 2) "
+                "WHERE session_id IN (SELECT session_id FROM sessions LIMIT 7)")
     con.execute("DELETE FROM events WHERE event = 'token' AND seq % 5 = 0")
     # and one token alone between events, lines all there
     add_session(con, [(0.1, "token", {"text": "a"}), (0.2, "turn", {"turn_number": 2}), (0.3, "token", {"text": "b"}),
