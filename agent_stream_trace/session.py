@@ -141,7 +141,8 @@ tokens AS (
 runs AS (
     SELECT tokens.ord, min(tokens.seq) AS seq, min(tokens.line_no) AS line_no,
            arg_min(tokens.t, tokens.pos) AS t,
-           json_object('text', {text_agg}, 'count', count(*), 'chars', sum(tokens.chars), 't_last', max(tokens.t)) AS data
+           json_object('text', {text_agg}, 'count', count(*), 'chars', sum(tokens.chars),
+                       't_last', max(tokens.t)) AS data
     FROM tokens LEFT JOIN marks ON tokens.ord = marks.ord
     GROUP BY tokens.ord, len(list_filter(coalesce(marks.seqs, []), lambda m: m < tokens.pos))
 ),

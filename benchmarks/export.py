@@ -213,7 +213,8 @@ def main() -> None:
         print(f"{name:<18} {seconds:>8.2f} {median[name]:>7.2f} {received / seconds:>10,.0f} {received:>9} "
               f"{total - received:>8}")
     for suffix, label in (("", "from the database"), (" (mem)", "from SessionTraces in memory")):
-        ratio = (fewest["ours" + suffix] / fastest["ours" + suffix]) / (fewest["sdk-tuned" + suffix] / fastest["sdk-tuned" + suffix])
+        ours = fewest["ours" + suffix] / fastest["ours" + suffix]
+        ratio = ours / (fewest["sdk-tuned" + suffix] / fastest["sdk-tuned" + suffix])
         typical = median["sdk-tuned" + suffix] / median["ours" + suffix]
         print(f"ours / sdk-tuned spans/s, {label}: {ratio:.1f}x, of the medians {typical:.1f}x "
               "(target >= 5x, zero dropped)")

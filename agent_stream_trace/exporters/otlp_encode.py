@@ -138,7 +138,8 @@ class _Attributes:
         strs = self._str
         if len(strs) >= _CACHE_MAX:
             strs.clear()
-        encoded = strs[item] = b"".join((_TAGS[self._tag], _SMALL[kv], key, _SMALL[n + 2], b"\x0a", _SMALL[n], text))
+        encoded = strs[item] = b"".join(
+            (_TAGS[self._tag], _SMALL[kv], key, _SMALL[n + 2], b"\x0a", _SMALL[n], text))
         return encoded
 
     def encode(self, attributes: Mapping[str, Any]) -> bytes:
