@@ -26,7 +26,6 @@ SELECT session_id, side, row_number() OVER () AS k FROM (SELECT DISTINCT session
 # The session's header: when one session is found in several files (a copied or rotated
 # recording), the first file by name is its source_file; the newest file decides idleness.
 HEADERS = """
-CREATE OR REPLACE TEMP TABLE _hdr AS
 WITH h AS (SELECT h.* FROM _session_headers h SEMI JOIN _keys k ON h.session_id = k.session_id AND h.side = k.side),
 last_header AS (
     SELECT source_file, max(line_no) AS last_line FROM _session_headers
@@ -48,14 +47,16 @@ GROUP BY h.session_id, h.side
 
 # The sessions' summaries (stats.py), under their integer keys.
 AGGREGATES = """
-CREATE OR REPLACE TEMP TABLE _agg AS
 SELECT k.k, s.* EXCLUDE (session_id, side, max_gap_end), s.max_gap_end.t AS max_gap_at_s
 FROM _session_stats s JOIN _keys k USING (session_id, side)
 """
 
 TOOLS = """
 CREATE OR REPLACE TEMP TABLE _tools AS
-WITH ev AS (SELECT k.k, e.seq, e.t, e.event, e.data FROM _tool_events e JOIN _keys k USING (session_id, side)),
+WITH ev AS (
+    SELECT k.k, e.seq, e.t, e.event, e.data FROM _tool_events e JOIN _keys k USING (session_id, side)
+    WHERE e.session_id IN (SELECT session_id FROM _keys)  -- filters the scan itself
+),
 uses AS (
     SELECT k, data ->> 'tool_use_id' AS tool_use_id,
         min_by(data ->> 'tool_name', seq) AS tool_name, min(t) AS started_t
@@ -77,9 +78,11 @@ FROM uses u FULL OUTER JOIN results r
     ON u.k = r.k AND u.tool_use_id IS NOT DISTINCT FROM r.tool_use_id
 """
 
-ROWS = """
+# Headers and summaries are CTEs, not tables of their own: a cron run's few sessions cost
+# more to plan and create tables for than to compute.
+ROWS = f"""
 CREATE OR REPLACE TEMP TABLE _rows AS
-WITH t AS (
+WITH _hdr AS ({HEADERS}), _agg AS ({AGGREGATES}), t AS (
     SELECT k, count(*) FILTER (WHERE status = 'orphaned') AS orphaned_tools
     FROM _tools GROUP BY ALL
 ), base AS (
@@ -186,8 +189,7 @@ def refresh_sessions(con: duckdb.DuckDBPyConnection, *, now: float, open_window:
         (existing,) = con.execute(
             "SELECT count(*) FROM sessions s SEMI JOIN _keys k ON s.session_id = k.session_id AND s.side = k.side"
         ).fetchone()  # type: ignore[misc]
-        for sql in (HEADERS, AGGREGATES, TOOLS):
-            con.execute(sql)
+        con.execute(TOOLS)
         con.execute(ROWS, params)
         con.execute(REPLACE)
         con.execute(SPREAD_AMBIGUITY, {"horizon": INTERLEAVE_HORIZON_S})

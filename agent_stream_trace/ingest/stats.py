@@ -61,24 +61,25 @@ def summarise(rows: str) -> str:
     """
 
 
-# Stored summary `o` and the batch's `n` of one session, every event of n after every one of o.
+# The batch's summary `n` of one session merged into the stored one `o` (NULL for a session seen
+# for the first time), every event of n after every one of o.
 _GAP_CANDIDATE = "CASE WHEN {gap} IS NOT NULL THEN {{'gap': {gap}, 'first': -({seq}), 'seq': {seq}, 't': {t}}} END"
 _MERGED = f"""
-    o.recorded + n.recorded AS recorded,
-    o.event_count + n.event_count AS event_count,
-    o.token_events + n.token_events AS token_events,
-    o.token_chars + n.token_chars AS token_chars,
+    coalesce(o.recorded, 0) + n.recorded AS recorded,
+    coalesce(o.event_count, 0) + n.event_count AS event_count,
+    coalesce(o.token_events, 0) + n.token_events AS token_events,
+    coalesce(o.token_chars, 0) + n.token_chars AS token_chars,
     least(o.first_token_t, n.first_token_t) AS first_token_t,
     greatest(o.last_token_t, n.last_token_t) AS last_token_t,
-    o.first_seq AS first_seq,
-    o.first_t AS first_t,
+    coalesce(o.first_seq, n.first_seq) AS first_seq,
+    coalesce(o.first_t, n.first_t) AS first_t,
     n.max_seq AS max_seq,
     n.last_t AS last_t,
     greatest(o.max_turn, n.max_turn) AS max_turn,
-    o.tool_calls + n.tool_calls AS tool_calls,
-    o.tool_errors + n.tool_errors AS tool_errors,
-    o.errors + n.errors AS errors,
-    o.dones + n.dones AS dones,
+    coalesce(o.tool_calls, 0) + n.tool_calls AS tool_calls,
+    coalesce(o.tool_errors, 0) + n.tool_errors AS tool_errors,
+    coalesce(o.errors, 0) + n.errors AS errors,
+    coalesce(o.dones, 0) + n.dones AS dones,
     coalesce(n.done_seq, o.done_seq) AS done_seq,
     CASE WHEN n.done_seq IS NOT NULL THEN n.done_data ELSE o.done_data END AS done_data,
     coalesce(n.end_seq, o.end_seq) AS end_seq,
@@ -100,32 +101,23 @@ STATS_COLUMNS = (
 )
 
 # `_batch_stats` (session_id, side, the summary columns): the batch's new events, summarised.
-# Sessions seen for the first time are inserted; sessions that only grew are merged; the
-# others are marked stale (refresh_sessions summarises them again from `events`).
+# New and grown sessions get the merged summary; the others are marked stale (refresh_sessions
+# summarises them again from `events`).
 MERGE = (
     f"""
     CREATE OR REPLACE TEMP TABLE _merged AS
-    SELECT n.session_id, n.side, {_MERGED}
-    FROM _batch_stats n JOIN _session_stats o USING (session_id, side)
-    WHERE n.first_seq > o.max_seq
+    SELECT n.session_id, n.side, n.first_seq <= o.max_seq AS stale, {_MERGED}
+    FROM _batch_stats n LEFT JOIN _session_stats o USING (session_id, side)
+    """,
+    f"""
+    INSERT OR REPLACE INTO _session_stats (session_id, side, {STATS_COLUMNS})
+    SELECT session_id, side, {STATS_COLUMNS.replace(
+        'max_gap_end', "CASE WHEN best_gap IS NOT NULL THEN {'seq': best_gap.seq, 't': best_gap.t} END AS max_gap_end")}
+    FROM _merged WHERE stale IS NOT TRUE
     """,
     """
-    INSERT INTO _stale_sessions
-    SELECT session_id, side FROM _batch_stats n JOIN _session_stats o USING (session_id, side)
-    WHERE n.first_seq <= o.max_seq
+    INSERT INTO _stale_sessions SELECT session_id, side FROM _merged WHERE stale
     ON CONFLICT DO NOTHING
-    """,
-    f"""
-    INSERT INTO _session_stats (session_id, side, {STATS_COLUMNS})
-    SELECT session_id, side, {STATS_COLUMNS} FROM _batch_stats n ANTI JOIN _session_stats o USING (session_id, side)
-    """,
-    """
-    DELETE FROM _session_stats s USING _merged m WHERE s.session_id = m.session_id AND s.side = m.side
-    """,
-    f"""
-    INSERT INTO _session_stats (session_id, side, {STATS_COLUMNS})
-    SELECT session_id, side, {STATS_COLUMNS.replace('max_gap_end', "{'seq': best_gap.seq, 't': best_gap.t} AS max_gap_end")}
-    FROM _merged
     """,
 )
 
