@@ -32,8 +32,9 @@ def test_small_appends_pile_up_until_one_compaction_merges_them(tmp_path):
 
 
 def test_ingest_compacts_when_its_runs_have_fragmented_events(tmp_path, db_path):
+    from ingest_support import new_sid, v1_session, write
+
     from agent_stream_trace.ingest.pipeline import IngestOptions, ingest
-    from ingest_support import v1_session, new_sid, write
 
     path = tmp_path / "cron.jsonl"
     for run in range(storage.SLACK_ROW_GROUPS + 4):  # cron runs, each adding one short session

@@ -44,7 +44,7 @@ def read_ahead(items: Iterator[T], depth: int = 2) -> Iterator[T]:
             for item in items:
                 if not put(item):
                     return
-        except BaseException as exc:  # handed to the consumer
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
             put(_Failed(exc))
             return
         finally:
