@@ -240,33 +240,36 @@ ANTI JOIN _drop d ON d.file_id = c.file_id AND d.line_no = c.line_no
 WHERE c.reason IS NULL
 """
 
-# No ORDER BY: every reader orders by (session, side, seq) itself, and sorting 2.5M rows with
-# their JSON cost 40% of this insert (measured). Rows arrive in file order.
-INSERT_EVENTS = """
-INSERT INTO events (session_id, side, seq, t, event, data, source_file, line_no, text_chars)
-SELECT c.session_id, c.side, c.seq, c.t, c.event, c.data, f.path, c.line_no, c.text_chars
-FROM _cand c JOIN _files f USING (file_id)
-ANTI JOIN _drop d ON d.file_id = c.file_id AND d.line_no = c.line_no
+def _new_events(join: str = "") -> str:
+    """SQL FROM clause of the batch's new events (`c`): good candidates not dropped as repeats,
+    with `join` added (a JOIN clause) before the filter."""
+    return f"""
+FROM _cand c ANTI JOIN _drop d ON d.file_id = c.file_id AND d.line_no = c.line_no
+{join}
 WHERE c.reason IS NULL
 """
 
-_NEW_EVENTS = """
-FROM _cand c ANTI JOIN _drop d ON d.file_id = c.file_id AND d.line_no = c.line_no
-WHERE c.reason IS NULL
+
+# No ORDER BY: every reader orders by (session, side, seq) itself, and sorting 2.5M rows with
+# their JSON cost 40% of this insert (measured). Rows arrive in file order.
+INSERT_EVENTS = f"""
+INSERT INTO events (session_id, side, seq, t, event, data, source_file, line_no, text_chars)
+SELECT c.session_id, c.side, c.seq, c.t, c.event, c.data, f.path, c.line_no, c.text_chars
+{_new_events("JOIN _files f USING (file_id)")}
 """
 
 # The batch's new events summarised per session, to be merged into _session_stats.
 BATCH_STATS = f"""
 CREATE OR REPLACE TEMP TABLE _batch_stats AS
 SELECT b.session_id, b.side, s.* EXCLUDE (k)
-FROM ({summarise(f"SELECT b.k, {metric_rows('c')} {_NEW_EVENTS.replace('WHERE', 'JOIN _batch_sessions b USING (session_id, side) WHERE')}")}) s
+FROM ({summarise(f"SELECT b.k, {metric_rows('c')} {_new_events('JOIN _batch_sessions b USING (session_id, side)')}")}) s
 JOIN _batch_sessions b USING (k)
 """
 
 # The tool events, which tool_calls pairs up at the end of the run (sessions.py).
 INSERT_TOOL_EVENTS = f"""
 INSERT INTO _tool_events
-SELECT c.session_id, c.side, c.seq, c.t, c.event, c.data {_NEW_EVENTS} AND c.event IN ('tool_use', 'tool_result')
+SELECT c.session_id, c.side, c.seq, c.t, c.event, c.data {_new_events()} AND c.event IN ('tool_use', 'tool_result')
 """
 
 # The highest seq seen per session: dropped lines never raise it (each repeats a stored key,
