@@ -20,7 +20,6 @@ from ..db import connect
 # 2.5M lines: peak RSS 1.05 GB -> 0.89 GB, same time). Beyond it, DuckDB spills to disk.
 MEMORY_LIMIT = "768MB"
 ROW_GROUP_ROWS = 122_880  # DuckDB's row group size
-DEFAULT_VACUUM_TASKS = 100  # DuckDB's default max_vacuum_tasks
 SLACK_ROW_GROUPS = 32  # partly filled row groups tolerated beyond twice what the rows need
 
 
