@@ -66,18 +66,19 @@ f AS (
     SELECT file_id, line_no, raw,
         try(json_extract(raw, ['$.t', '$.event', '$.data', '$.sid', '$.seq', '$.session'])) AS f
     FROM lines
-), typed AS (
-    SELECT file_id, line_no, raw,
-        f IS NOT NULL AS valid,
-        valid AND (left(raw, 1) = '{{' OR ltrim(raw, {WS})[1] = '{{') AS is_obj,
-        is_obj AND f[6] IS NOT NULL AS is_header,
-        CASE WHEN is_header THEN json_extract(raw, ['$.started_at', '$.v', '$.side', '$.attrs']) END AS h,
-        f[1] AS j_t, f[2] AS j_event, f[3] AS data, f[4] AS j_sid, f[5] AS j_seq, f[6] AS j_session,
-        h[1] AS j_started, h[2] AS j_v, h[3] AS j_side, h[4] AS j_attrs,
-        CASE WHEN is_header AND json_type(j_session) = 'VARCHAR' THEN try_cast(j_session ->> '$' AS UUID)::VARCHAR END AS session_s,
-        CASE WHEN is_header AND json_type(j_started) = 'VARCHAR' THEN try_cast(j_started ->> '$' AS TIMESTAMPTZ) END AS started_at,
-        -- yyjson types non-negative integers UBIGINT; try_cast drops those beyond BIGINT
-        CASE WHEN is_header AND json_type(j_v) IN ('BIGINT', 'UBIGINT') THEN try_cast(j_v AS BIGINT) END AS v,
+), fields AS (
+    -- Each value below is computed in a layer of its own and read by the next as a column: an
+    -- alias used in the same SELECT is copied into every expression that names it, and the
+    -- copies were planned and evaluated again each time (measured on a 32 MB batch: planning
+    -- 16 ms down to 10, execution about 10% less).
+    SELECT file_id, line_no, raw, f IS NOT NULL AS valid,
+        f[1] AS j_t, f[2] AS j_event, f[3] AS data, f[4] AS j_sid, f[5] AS j_seq, f[6] AS j_session
+    FROM f
+), objects AS (
+    SELECT *, valid AND (left(raw, 1) = '{{' OR ltrim(raw, {WS})[1] = '{{') AS is_obj FROM fields
+), values AS (
+    SELECT *,
+        is_obj AND j_session IS NOT NULL AS is_header,
         -- Numbers as json_extract writes them cast from VARCHAR, which is cheaper than a JSON
         -- cast (another parse); no other JSON value casts (quotes, brackets, true/false/null
         -- fail), and the JSON cast is tried only for numbers the VARCHAR cast cannot read.
@@ -85,15 +86,29 @@ f AS (
                  CASE WHEN strpos('"{{[tfn', left(j_t::VARCHAR, 1)) = 0 THEN j_t::DOUBLE END) AS t,
         -- nine lines in ten are tokens: one comparison of the fragment instead of decoding it
         CASE j_event::VARCHAR WHEN '"token"' THEN 'token' ELSE {_json_string('j_event')} END AS event,
-        try_cast({_json_string('j_sid')} AS UUID)::VARCHAR AS sid,
+        try_cast({_json_string('j_sid')} AS UUID)::VARCHAR AS sid
+    FROM objects
+), headers AS (
+    SELECT *,
+        CASE WHEN is_header THEN json_extract(raw, ['$.started_at', '$.v', '$.side', '$.attrs']) END AS h,
         -- A JSON integer casts back to its own text; anything else (1.0, 1e3, beyond BIGINT)
         -- goes the exact way, by JSON type, so 1.0 stays "not an integer".
         CASE WHEN sid IS NULL THEN NULL
              WHEN TRY_CAST(j_seq::VARCHAR AS BIGINT)::VARCHAR = j_seq::VARCHAR THEN TRY_CAST(j_seq::VARCHAR AS BIGINT)
-             WHEN json_type(j_seq) IN ('BIGINT', 'UBIGINT') THEN try_cast(j_seq AS BIGINT) END AS seq,
+             WHEN json_type(j_seq) IN ('BIGINT', 'UBIGINT') THEN try_cast(j_seq AS BIGINT) END AS seq
+    FROM values
+), header_fields AS (
+    SELECT * EXCLUDE (h), h[1] AS j_started, h[2] AS j_v, h[3] AS j_side, h[4] AS j_attrs,
         NOT is_header AND isfinite(t) AND t >= 0 AND event IS NOT NULL AND left(data::VARCHAR, 1) = '{{'
             AND (j_sid IS NULL OR (sid IS NOT NULL AND seq >= 0)) AS good_event
-    FROM f
+    FROM headers
+), typed AS (
+    SELECT *,
+        CASE WHEN is_header AND json_type(j_session) = 'VARCHAR' THEN try_cast(j_session ->> '$' AS UUID)::VARCHAR END AS session_s,
+        CASE WHEN is_header AND json_type(j_started) = 'VARCHAR' THEN try_cast(j_started ->> '$' AS TIMESTAMPTZ) END AS started_at,
+        -- yyjson types non-negative integers UBIGINT; try_cast drops those beyond BIGINT
+        CASE WHEN is_header AND json_type(j_v) IN ('BIGINT', 'UBIGINT') THEN try_cast(j_v AS BIGINT) END AS v
+    FROM header_fields
 ), classified AS (
     SELECT typed.*,
         CASE WHEN good_event THEN NULL
