@@ -220,6 +220,28 @@ SELECT session_id, side, n, lo, hi, row_number() OVER () AS k FROM (
 )
 """
 
+# The batch's good event lines summarised per session, before any repeated line is dropped: the
+# summary counts the lines that repeat a seq of their session (`repeats`), which is how repeats
+# are found without a pass of their own (REPEATS, a hash of every line's key, cost as much as
+# the summary's window, which sorts by seq anyway). Repeats are rare (a file read twice, a
+# session in two files); when there are any, the repeated lines are dropped and the batch's
+# new events summarised again (BATCH_STATS).
+def _batch_stats(source: str) -> str:
+    return f"""
+CREATE OR REPLACE TEMP TABLE _batch_stats AS
+SELECT b.session_id, b.side, s.* EXCLUDE (k)
+FROM ({summarise(f"SELECT b.k, {metric_rows('c')} {source}")}) s
+JOIN _batch_sessions b USING (k)
+"""
+
+
+ALL_BATCH_STATS = _batch_stats("FROM _cand c JOIN _batch_sessions b USING (session_id, side) WHERE c.reason IS NULL")
+
+# The batch drops nothing (no repeats, no session that may repeat stored events).
+NO_REPEATS = """
+CREATE OR REPLACE TEMP TABLE _drop (file_id INTEGER, line_no BIGINT, session_id VARCHAR, side VARCHAR)
+"""
+
 # Lines that repeat an event earlier in this batch (the first copy is kept). Grouped by a
 # hash of the key (one BIGINT, cheaper to group than three columns); a hash collision only
 # makes a key a candidate, the window below compares the keys themselves. `c` is not
@@ -241,7 +263,10 @@ _MAYBE_STORED = """
 SELECT b.session_id, b.side FROM _batch_sessions b JOIN _session_seq s USING (session_id, side)
 WHERE b.lo <= s.max_seq
 """
-COUNT_MAYBE_STORED = f"SELECT count(*) FROM ({_MAYBE_STORED})"
+REPEAT_CHECK = f"""
+SELECT (SELECT coalesce(sum(repeats), 0) FROM _batch_stats) AS repeats,
+    (SELECT count(*) FROM ({_MAYBE_STORED})) AS maybe_stored
+"""
 STORED_REPEATS = f"""
 INSERT INTO _drop
 WITH maybe_stored AS ({_MAYBE_STORED}),
@@ -273,13 +298,8 @@ SELECT c.session_id, c.side, c.seq, c.t, c.event, c.data, f.path, c.line_no, c.t
 {_new_events("JOIN _files f USING (file_id)")}
 """
 
-# The batch's new events summarised per session, to be merged into _session_stats.
-BATCH_STATS = f"""
-CREATE OR REPLACE TEMP TABLE _batch_stats AS
-SELECT b.session_id, b.side, s.* EXCLUDE (k)
-FROM ({summarise(f"SELECT b.k, {metric_rows('c')} {_new_events('JOIN _batch_sessions b USING (session_id, side)')}")}) s
-JOIN _batch_sessions b USING (k)
-"""
+# The batch's new events summarised again, once repeated lines were dropped.
+BATCH_STATS = _batch_stats(_new_events("JOIN _batch_sessions b USING (session_id, side)"))
 
 # The tool events, which tool_calls pairs up at the end of the run (sessions.py).
 INSERT_TOOL_EVENTS = f"""
@@ -357,5 +377,5 @@ SELECT reason, count(*) FROM (
 ) GROUP BY reason
 """
 
-STATEMENTS = (PARSED, MARKS, POSITIONAL, FILE_HEADERS, CANDIDATES, CANDIDATE_REJECTS, BATCH_SESSIONS, REPEATS)
-WRITES = (BATCH_STATS, *MERGE, INSERT_TOOL_EVENTS, UPDATE_SESSION_SEQ, INSERT_HEADERS, INSERT_REJECTS, MARK_DIRTY)
+STATEMENTS = (PARSED, MARKS, POSITIONAL, FILE_HEADERS, CANDIDATES, CANDIDATE_REJECTS, BATCH_SESSIONS, ALL_BATCH_STATS)
+WRITES = (*MERGE, INSERT_TOOL_EVENTS, UPDATE_SESSION_SEQ, INSERT_HEADERS, INSERT_REJECTS, MARK_DIRTY)

@@ -115,8 +115,12 @@ def load_batch(
     try:
         for sql in classify.STATEMENTS:
             con.execute(sql)
-        if con.execute(classify.COUNT_MAYBE_STORED).fetchone() != (0,):
+        repeats, maybe_stored = con.execute(classify.REPEAT_CHECK).fetchone()  # type: ignore[misc]
+        con.execute(classify.REPEATS if repeats else classify.NO_REPEATS)
+        if maybe_stored:
             con.execute(classify.STORED_REPEATS)
+        if repeats or maybe_stored:
+            con.execute(classify.BATCH_STATS)  # summarised again without the dropped lines
         lines, headers, good_events = con.execute(classify.COUNTS).fetchone()  # type: ignore[misc]
         (events,) = con.execute(classify.INSERT_EVENTS).fetchone()  # type: ignore[misc]
         counts.lines, counts.headers, counts.events = lines, headers, events

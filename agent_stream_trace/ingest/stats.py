@@ -28,7 +28,8 @@ def metric_rows(alias: str) -> str:
 
 def summarise(rows: str) -> str:
     """SQL: one summary per `k` of the event rows in `rows` (k, seq, t, event, data, text_chars).
-    Each (k, seq) appears once (the ingester stores every (session, side, seq) once)."""
+    Exact when each (k, seq) appears once (the ingester stores every (session, side, seq)
+    once); `repeats` counts the rows that break that."""
     return f"""
     SELECT k,
         count(*) AS recorded,
@@ -55,8 +56,13 @@ def summarise(rows: str) -> str:
         max(gap) AS max_gap_s,
         -- where the longest silence ended; the first of equally long ones (t is rounded to 1 ms)
         max_by({{'seq': seq, 't': t}}, {{'gap': gap, 'first': -seq}}) FILTER (WHERE gap IS NOT NULL) AS max_gap_end,
-        min(gap) AS min_gap
-    FROM (SELECT *, t - lag(t) OVER (PARTITION BY k ORDER BY seq) AS gap FROM ({rows}))
+        min(gap) AS min_gap,
+        -- rows that repeat the seq before them: none where each (k, seq) appears once; the
+        -- ingester summarises a batch before it drops repeated lines, and drops (and
+        -- summarises again) only when this says there are some (classify.py)
+        count(*) FILTER (WHERE seq = prev_seq) AS repeats
+    FROM (SELECT *, t - lag(t) OVER w AS gap, lag(seq) OVER w AS prev_seq FROM ({rows})
+          WINDOW w AS (PARTITION BY k ORDER BY seq))
     GROUP BY k
     """
 
