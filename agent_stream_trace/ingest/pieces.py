@@ -9,13 +9,45 @@ zero-copy views of the block and let `string_split` make the lines.
 from __future__ import annotations
 
 from array import array
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from .reader import Block
+if TYPE_CHECKING:
+    from .reader import Block
 
 PIECE_BYTES = 1 << 20
 PIECES_PER_BATCH = 2
+
+
+@dataclass(frozen=True)
+class Pieces:
+    """Where a block's ~1 MB pieces of whole lines end, and how many lines each holds."""
+
+    ends: array  # array('q'): byte offset just after each piece, preceded by 0
+    counts: list[int]
+
+
+def cut_pieces(data: bytes) -> Pieces:
+    """Cut `data` (whole lines; the last may lack its newline) into pieces of about
+    PIECE_BYTES. Done once, where the block is read: the newline count per piece is also the
+    block's line count, so the bytes are scanned for newlines once, not twice."""
+    ends = array("q", [0])
+    counts: list[int] = []
+    pos, size = 0, len(data)
+    while pos < size:
+        end = data.rfind(b"\n", pos, pos + PIECE_BYTES)
+        if end < 0:
+            end = data.find(b"\n", pos + PIECE_BYTES)
+        end = size if end < 0 else end + 1
+        n = data.count(b"\n", pos, end)
+        if end == size and not data.endswith(b"\n"):
+            n += 1  # the final line without newline
+        counts.append(n)
+        ends.append(end)
+        pos = end
+    return Pieces(ends, counts)
 
 
 def pieces_table(blocks: list[Block], file_ids: list[int]) -> pa.Table:
@@ -25,28 +57,18 @@ def pieces_table(blocks: list[Block], file_ids: list[int]) -> pa.Table:
     bases: list[int] = []
     counts: list[int] = []
     for block, file_id in zip(blocks, file_ids):
-        data = block.data
-        if not data:
+        if not block.data:
             continue
-        offsets = array("q", [0])
-        pos, line = 0, block.first_line
-        size = len(data)
-        while pos < size:
-            end = data.rfind(b"\n", pos, pos + PIECE_BYTES)
-            if end < 0:
-                end = data.find(b"\n", pos + PIECE_BYTES)
-            end = size if end < 0 else end + 1
-            n = data.count(b"\n", pos, end)
-            if end == size and not data.endswith(b"\n"):
-                n += 1  # the final line without newline
+        line = block.first_line
+        for n in block.pieces.counts:
             ids.append(file_id)
             bases.append(line)
             counts.append(n)
-            offsets.append(end)
-            pos, line = end, line + n
+            line += n
+        ends = block.pieces.ends
         chunks.append(
             pa.LargeBinaryArray.from_buffers(
-                pa.large_binary(), len(offsets) - 1, [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+                pa.large_binary(), len(ends) - 1, [None, pa.py_buffer(ends), pa.py_buffer(block.data)]
             )
         )
     chunk_col = pa.chunked_array(chunks, type=pa.large_binary())

@@ -19,6 +19,7 @@ from typing import BinaryIO
 
 import pyarrow as pa
 
+from .pieces import Pieces, cut_pieces
 from .sources import Source
 
 BLOCK_BYTES = 32 << 20
@@ -46,6 +47,7 @@ class Block:
     end_offset: int  # byte offset just after `data` (decompressed offset for .gz)
     unterminated_line: int | None = None  # line number of a final line without newline
     rejects: list[Reject] = field(default_factory=list)
+    pieces: Pieces = field(default_factory=lambda: cut_pieces(b""))  # of `data`, see pieces.py
 
 
 @dataclass
@@ -254,8 +256,9 @@ def read_blocks(
 
 
 def make_block(source: Source, whole: bytes, line_no: int, offset: int, unterminated: bool = False) -> Block:
-    clean, rejects = sanitize(whole, line_no)
-    count = whole.count(b"\n") + (1 if unterminated else 0)
+    clean, rejects = sanitize(whole, line_no)  # newlines kept: same line count and pieces
+    pieces = cut_pieces(clean)
+    count = sum(pieces.counts)
     return Block(
         source=source,
         first_line=line_no,
@@ -264,6 +267,7 @@ def make_block(source: Source, whole: bytes, line_no: int, offset: int, untermin
         end_offset=offset + len(whole),
         unterminated_line=line_no + count - 1 if unterminated else None,
         rejects=rejects,
+        pieces=pieces,
     )
 
 
