@@ -21,12 +21,19 @@ from ..db import connect
 MEMORY_LIMIT = "768MB"
 ROW_GROUP_ROWS = 122_880  # DuckDB's row group size
 SLACK_ROW_GROUPS = 32  # partly filled row groups tolerated beyond twice what the rows need
+# DuckDB checkpoints at a commit once its log passes 16 MB, which a 32 MB batch always does:
+# every batch then rewrote the summary tables it had touched (measured on 2.5M lines: commits
+# 0.7 s -> 0.3 s with this, the one checkpoint at close +0.2 s, the file 7% smaller). Each
+# batch still commits (kill -9 safety is the log's job, replayed at the next open); the log
+# is checkpointed once it passes this, and when the run closes its connection.
+CHECKPOINT_THRESHOLD = "1GB"
 
 
 def prepare(con: duckdb.DuckDBPyConnection) -> None:
     """Settings for an ingest connection."""
     con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
     con.execute("SET max_vacuum_tasks = 0")
+    con.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
 
 
 def is_fragmented(con: duckdb.DuckDBPyConnection, table: str = "events") -> bool:
