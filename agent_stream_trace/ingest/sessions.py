@@ -154,9 +154,13 @@ WHERE a.attribution = 'ambiguous' AND s.attribution = 'positional' AND s.outcome
   AND a.started_at <= s.ended_at + to_microseconds(($horizon * 1e6)::BIGINT)
 """
 
-REPLACE = """
+# The rows of sessions seen before are deleted first; a run of only new sessions (a first
+# run) skips that: each DELETE reads the whole table, 0.1 s on a first run of 20k sessions.
+DELETE_OLD = """
 DELETE FROM sessions s USING _keys k WHERE s.session_id = k.session_id AND s.side = k.side;
 DELETE FROM tool_calls s USING _keys k WHERE s.session_id = k.session_id AND s.side = k.side;
+"""
+INSERT_NEW = """
 INSERT INTO sessions BY NAME SELECT * FROM _rows;
 INSERT INTO tool_calls BY NAME SELECT k.session_id, k.side, t.* EXCLUDE (k) FROM _tools t JOIN _keys k USING (k);
 DELETE FROM _dirty_sessions;
@@ -191,7 +195,9 @@ def refresh_sessions(con: duckdb.DuckDBPyConnection, *, now: float, open_window:
         ).fetchone()  # type: ignore[misc]
         con.execute(TOOLS)
         con.execute(ROWS, params)
-        con.execute(REPLACE)
+        if existing:
+            con.execute(DELETE_OLD)
+        con.execute(INSERT_NEW)
         con.execute(SPREAD_AMBIGUITY, {"horizon": INTERLEAVE_HORIZON_S})
         con.execute("COMMIT")
     except BaseException:
