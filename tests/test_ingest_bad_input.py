@@ -31,6 +31,10 @@ def build_corpus() -> tuple[bytes, dict[int, str]]:
     add(b'{"t": 0.3, "event": "token", "data": {"text": "\xc3\x28"}}', "invalid UTF-8")
     add("[1, 2, 3]", "not a JSON object")
     add('"just a string"', "not a JSON object")
+    add("null", "not a JSON object")  # valid JSON, but the struct parse gives NULL as for invalid
+    add(" null \t", "not a JSON object")
+    add("42", "not a JSON object")
+    add("nul", "invalid JSON")
     add(json.dumps({"event": "token", "data": {}}), 'event: missing field "t"')
     add(json.dumps({"t": "soon", "event": "token", "data": {}}), 'event: "t" is not a number')
     add(json.dumps({"t": -1, "event": "token", "data": {}}), 'event: "t" is negative')
