@@ -151,10 +151,23 @@ def load_batch(
     return counts
 
 
+_STATE_TYPES = {
+    "path": pa.string(), "size": pa.int64(), "mtime": pa.float64(), "byte_offset": pa.int64(),
+    "lines": pa.int64(), "head_hash": pa.string(), "cur_session": pa.string(), "cur_side": pa.string(),
+    "cur_header_line": pa.int64(), "cur_v": pa.int64(), "complete": pa.bool_(),
+}
+
+
 def save_states(con: duckdb.DuckDBPyConnection, states: list[FileState]) -> None:
-    now = time.time()
-    con.executemany(
-        f"INSERT OR REPLACE INTO _ingest_files ({', '.join(STATE_COLUMNS)}, updated_at) "
-        f"VALUES ({', '.join('?' for _ in STATE_COLUMNS)}, to_timestamp(?))",
-        [[getattr(s, c) for c in STATE_COLUMNS] + [now] for s in states],
-    )
+    """Upsert the files' states in one statement: executemany runs the statement once per file
+    (3.5 ms each, most of a cron run's bookkeeping when it touches many files)."""
+    table = pa.table({c: pa.array([getattr(s, c) for s in states], _STATE_TYPES[c]) for c in STATE_COLUMNS})
+    con.register("_states", table)
+    try:
+        con.execute(
+            f"INSERT OR REPLACE INTO _ingest_files ({', '.join(STATE_COLUMNS)}, updated_at) "
+            "SELECT *, to_timestamp(?) FROM _states",
+            [time.time()],
+        )
+    finally:
+        con.unregister("_states")
