@@ -131,6 +131,8 @@ def load_batch(
         counts.lines += len(pyrejects)
         for sql in classify.WRITES:
             con.execute(sql)
+        if counts.rejected:
+            con.execute(classify.INSERT_REJECTS)
         for file_id, mark in con.execute(classify.LAST_MARKS).fetchall():
             state = states[names[file_id]]
             state.cur_session, state.cur_side = mark["session"], mark["side"]
