@@ -18,7 +18,7 @@ inserted into `events`. Attribution, duplicate detection and rejects work on key
 
 from __future__ import annotations
 
-from .stats import MERGE, metric_rows, summarise
+from .stats import metric_rows, summarise
 
 REJECT_PREVIEW = 200  # characters of a rejected line kept in rejects.raw
 
@@ -267,10 +267,6 @@ _MAYBE_STORED = """
 SELECT b.session_id, b.side FROM _batch_sessions b JOIN _session_seq s USING (session_id, side)
 WHERE b.lo <= s.max_seq
 """
-REPEAT_CHECK = f"""
-SELECT (SELECT coalesce(sum(repeats), 0) FROM _batch_stats) AS repeats,
-    (SELECT count(*) FROM ({_MAYBE_STORED})) AS maybe_stored
-"""
 STORED_REPEATS = f"""
 INSERT INTO _drop
 WITH maybe_stored AS ({_MAYBE_STORED}),
@@ -367,19 +363,22 @@ SELECT file_id, max_by({'session': session_id, 'side': side, 'line': line_no, 'v
 FROM _marks GROUP BY file_id
 """
 
-COUNTS = """
+# What became of the batch's lines, and whether any of its events may repeat (in the batch,
+# or stored): one query, as a cron run's cost is mostly the number of statements.
+BATCH_CHECK = f"""
 SELECT
+    (SELECT coalesce(sum(repeats), 0) FROM _batch_stats) AS repeats,
+    (SELECT count(*) FROM ({_MAYBE_STORED})) AS maybe_stored,
     (SELECT count(*) FROM _parsed) AS lines,
     (SELECT count(*) FROM _parsed WHERE is_header AND reason IS NULL) AS headers,
-    (SELECT coalesce(sum(n), 0) FROM _batch_sessions) AS good_events
-"""
-
-REJECT_COUNTS = """
-SELECT reason, count(*) FROM (
-    SELECT reason FROM _parsed WHERE reason IS NOT NULL
-    UNION ALL SELECT reason FROM _cand_rejects
-) GROUP BY reason
+    (SELECT coalesce(sum(n), 0) FROM _batch_sessions) AS good_events,
+    (SELECT coalesce(list({{'reason': reason, 'n': n}}), []) FROM (
+        SELECT reason, count(*) AS n FROM (
+            SELECT reason FROM _parsed WHERE reason IS NOT NULL
+            UNION ALL SELECT reason FROM _cand_rejects
+        ) GROUP BY reason
+    )) AS rejects
 """
 
 STATEMENTS = (PARSED, MARKS, POSITIONAL, FILE_HEADERS, CANDIDATES, CANDIDATE_REJECTS, BATCH_SESSIONS, ALL_BATCH_STATS)
-WRITES = (*MERGE, INSERT_TOOL_EVENTS, UPDATE_SESSION_SEQ, INSERT_HEADERS, MARK_DIRTY)  # and INSERT_REJECTS, when there are any
+WRITES = (INSERT_TOOL_EVENTS, UPDATE_SESSION_SEQ, INSERT_HEADERS, MARK_DIRTY)  # and INSERT_REJECTS, when there are any

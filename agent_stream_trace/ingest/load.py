@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import duckdb
 import pyarrow as pa
 
-from . import classify
+from . import classify, stats
 from .pieces import pieces_table
 from .reader import Block
 
@@ -115,20 +115,21 @@ def load_batch(
     try:
         for sql in classify.STATEMENTS:
             con.execute(sql)
-        repeats, maybe_stored = con.execute(classify.REPEAT_CHECK).fetchone()  # type: ignore[misc]
+        repeats, maybe_stored, lines, headers, good_events, rejects = con.execute(classify.BATCH_CHECK).fetchone()  # type: ignore[misc]
         con.execute(classify.REPEATS if repeats else classify.NO_REPEATS)
         if maybe_stored:
             con.execute(classify.STORED_REPEATS)
         if repeats or maybe_stored:
             con.execute(classify.BATCH_STATS)  # summarised again without the dropped lines
-        lines, headers, good_events = con.execute(classify.COUNTS).fetchone()  # type: ignore[misc]
         (events,) = con.execute(classify.INSERT_EVENTS).fetchone()  # type: ignore[misc]
         counts.lines, counts.headers, counts.events = lines, headers, events
         counts.duplicates = good_events - events
-        counts.rejects.update(dict(con.execute(classify.REJECT_COUNTS).fetchall()))
+        counts.rejects.update({r["reason"]: r["n"] for r in rejects})
         for _, _, reason, _ in pyrejects:
             counts.rejects[reason] += 1
         counts.lines += len(pyrejects)
+        for sql in stats.MERGE if maybe_stored else (stats.MERGE_GROWN,):
+            con.execute(sql)
         for sql in classify.WRITES:
             con.execute(sql)
         if counts.rejected:
