@@ -136,7 +136,13 @@ class Ingester:
         # Files whose final state no pending batch will save (their last block was flushed
         # already, or they had none): saved after the last batch, once all their data is in.
         settled: list[FileState] = []
-        for state, item in read_ahead(self._read(plans)):
+        # Read ahead by up to a batch of bytes (and any number of small items): the next
+        # batch is ready when this one is stored.
+        ahead = read_ahead(
+            self._read(plans), depth=1024, max_bytes=self.options.batch_bytes,
+            size=lambda pair: 0 if isinstance(pair[1], ReadOutcome) else len(pair[1].data),
+        )
+        for state, item in ahead:
             if isinstance(item, ReadOutcome):  # the file's last block was handed over
                 state.complete = item.reached_end
                 if not any(b.source.name == state.path for b in batch):
