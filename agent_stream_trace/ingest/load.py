@@ -128,7 +128,7 @@ def load_batch(
         for _, _, reason, _ in pyrejects:
             counts.rejects[reason] += 1
         counts.lines += len(pyrejects)
-        for sql in stats.MERGE if maybe_stored else (stats.MERGE_GROWN,):
+        for sql in stats.MERGE if maybe_stored else stats.MERGE_GROWN:
             con.execute(sql)
         for sql in classify.WRITES:
             con.execute(sql)

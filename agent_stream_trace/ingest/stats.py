@@ -131,15 +131,25 @@ MERGE = (
 
 # The same merge for a batch in which no session can be stale: every session's new events all
 # come after its stored ones (the ingester knows from the highest stored seq per session, which
-# is never below the summary's max_seq). One statement instead of three: most batches, and a
-# cron run's cost is mostly its statements.
-MERGE_GROWN = f"""
-INSERT OR REPLACE INTO _session_stats (session_id, side, {STATS_COLUMNS})
-SELECT session_id, side, {_UPSERT_COLUMNS} FROM (
-    SELECT n.session_id, n.side, {_MERGED}
-    FROM _batch_stats n LEFT JOIN _session_stats o USING (session_id, side)
+# is never below the summary's max_seq). Two statements instead of three: the sessions with a
+# stored summary are upserted with the merge, then the new ones (most of them) are inserted as
+# summarised, which is what the merge with no stored summary gives (least/greatest skip NULLs),
+# without the upsert's conflict checks (measured: 208 rows 12.6 ms upserted, 1.9 ms inserted).
+# In this order: inserted first, the new sessions would be merged with themselves.
+MERGE_GROWN = (
+    f"""
+    INSERT OR REPLACE INTO _session_stats (session_id, side, {STATS_COLUMNS})
+    SELECT session_id, side, {_UPSERT_COLUMNS} FROM (
+        SELECT n.session_id, n.side, {_MERGED}
+        FROM _batch_stats n JOIN _session_stats o USING (session_id, side)
+    )
+    """,
+    f"""
+    INSERT INTO _session_stats (session_id, side, {STATS_COLUMNS})
+    SELECT session_id, side, {STATS_COLUMNS} FROM _batch_stats n
+    ANTI JOIN _session_stats o USING (session_id, side)
+    """,
 )
-"""
 
 # Stale sessions, summarised again from every stored event (the same summary SQL).
 RESUMMARISE = (
