@@ -234,6 +234,34 @@ def m005_session_stats(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+
+@migration
+def m006_tool_event_fields(con: duckdb.DuckDBPyConnection) -> None:
+    # _tool_events keeps the four fields tool_calls is made of instead of each tool event's
+    # whole data: the refresh of a few sessions read and decompressed every tool event's JSON
+    # (81k on 20k sessions) to find theirs, and every batch wrote it a second time.
+    con.execute(
+        """
+        CREATE TABLE _tool_fields (
+            session_id VARCHAR NOT NULL,
+            side VARCHAR NOT NULL,
+            seq BIGINT NOT NULL,
+            t DOUBLE,
+            event VARCHAR,
+            tool_use_id VARCHAR,
+            tool_name VARCHAR,
+            status VARCHAR,
+            duration_ms DOUBLE
+        );
+        INSERT INTO _tool_fields
+        SELECT session_id, side, seq, t, event, f[1], f[2], f[3], try_cast(f[4] AS DOUBLE)
+        FROM (SELECT *, json_extract_string(data, ['$.tool_use_id', '$.tool_name', '$.status', '$.duration_ms']) AS f
+              FROM _tool_events);
+        DROP TABLE _tool_events;
+        ALTER TABLE _tool_fields RENAME TO _tool_events;
+        """
+    )
+
 def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Apply pending migrations; return the names applied. Safe to call from every entry point."""
     con.execute(

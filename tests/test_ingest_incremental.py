@@ -211,6 +211,7 @@ def test_batch_size_never_changes_the_database(corpus, tmp_path):
 def test_a_database_from_before_session_summaries_goes_on_like_a_clean_one(tmp_path):
     # Databases written before migration m005 have sessions but no per-session summaries; the
     # migration marks every session stale, and the next run summarises them from `events`.
+    # m006 then turns the tool events m005 copied from `events` into the fields tool_calls uses.
     sid = new_sid()
     lines = v1_session(sid, [(0.1, "token", {"text": "ab"}), (0.2, "tool_use", {"tool_name": "web", "tool_use_id": "t1"}),
                              (30.0, "tool_result", {"tool_name": "web", "tool_use_id": "t1", "status": "done"}),
@@ -222,7 +223,8 @@ def test_a_database_from_before_session_summaries_goes_on_like_a_clean_one(tmp_p
 
     con = duckdb.connect(str(old))
     con.execute("DROP TABLE _session_stats; DROP TABLE _tool_events; DROP TABLE _stale_sessions")
-    con.execute("DELETE FROM _schema_migrations WHERE name = 'm005_session_stats'")
+    # ... nor what came after (m006 reshapes m005's tool events: it runs again, after m005)
+    con.execute("DELETE FROM _schema_migrations WHERE name IN ('m005_session_stats', 'm006_tool_event_fields')")
     con.close()
     write(path, lines[4:], mode="a")
     ingest([path], IngestOptions(db=old, open_window=0))

@@ -54,17 +54,15 @@ FROM _session_stats s JOIN _keys k USING (session_id, side)
 TOOLS = """
 CREATE OR REPLACE TEMP TABLE _tools AS
 WITH ev AS (
-    SELECT k.k, e.seq, e.t, e.event, e.data FROM _tool_events e JOIN _keys k USING (session_id, side)
+    SELECT k.k, e.* EXCLUDE (session_id, side) FROM _tool_events e JOIN _keys k USING (session_id, side)
     WHERE e.session_id IN (SELECT session_id FROM _keys)  -- filters the scan itself
 ),
 uses AS (
-    SELECT k, data ->> 'tool_use_id' AS tool_use_id,
-        min_by(data ->> 'tool_name', seq) AS tool_name, min(t) AS started_t
+    SELECT k, tool_use_id, min_by(tool_name, seq) AS tool_name, min(t) AS started_t
     FROM ev WHERE event = 'tool_use' GROUP BY ALL
 ), results AS (
-    SELECT k, data ->> 'tool_use_id' AS tool_use_id,
-        min_by({'name': data ->> 'tool_name', 't': t, 'status': data ->> 'status',
-                'ms': try_cast(data ->> 'duration_ms' AS DOUBLE)}, seq) AS r
+    SELECT k, tool_use_id,
+        min_by({'name': tool_name, 't': t, 'status': status, 'ms': duration_ms}, seq) AS r
     FROM ev WHERE event = 'tool_result' GROUP BY ALL
 )
 SELECT coalesce(u.k, r.k) AS k,
