@@ -234,7 +234,6 @@ def m005_session_stats(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-
 @migration
 def m006_tool_event_fields(con: duckdb.DuckDBPyConnection) -> None:
     # _tool_events keeps the four fields tool_calls is made of instead of each tool event's

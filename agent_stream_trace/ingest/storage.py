@@ -21,7 +21,7 @@ from ..db import connect
 MEMORY_LIMIT = "768MB"
 ROW_GROUP_ROWS = 122_880  # DuckDB's row group size
 SLACK_ROW_GROUPS = 32  # partly filled row groups tolerated beyond twice what the rows need
-# DuckDB checkpoints at a commit once its log passes 16 MB, which a 32 MB batch always does:
+# DuckDB checkpoints at a commit once its log passes 16 MB, which a batch of tens of MB does:
 # every batch then rewrote the summary tables it had touched (measured on 2.5M lines: commits
 # 0.7 s -> 0.3 s with this, the one checkpoint at close +0.2 s, the file 7% smaller). Each
 # batch still commits (kill -9 safety is the log's job, replayed at the next open); the log
