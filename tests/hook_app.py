@@ -126,22 +126,39 @@ def _closing(recorder: TraceRecorder) -> Any:
 def append_worker(path: str, sessions: int, events: int) -> None:
     """One process of the shared-file test: many concurrent sessions appending to `path`.
     It says it is ready (`<path>.ready-<pid>`) and starts when `<path>.go` appears, so the
-    processes really write at the same time."""
+    processes really write at the same time. Halfway it flushes its lines to the file, says so
+    (`<path>.half-<pid>`) and waits until both processes have: each process's lines then stand
+    on both sides of the other's first half, so the two processes' writes interleave in the
+    file however the scheduler runs them (on a loaded machine one process could otherwise
+    write everything before the other began)."""
     Path(f"{path}.ready-{os.getpid()}").touch()
-    deadline = time.monotonic() + 30
-    while not Path(f"{path}.go").exists() and time.monotonic() < deadline:
-        time.sleep(0.005)
+    _wait_for_files(f"{path}.go", 1)
     recorder = TraceRecorder(path, flush_interval_s=0.002)
 
     async def one(seed: int) -> None:
         async for _ in recorder.record(scenario("plain", events, 0.0, seed), pid=os.getpid()):
             pass
 
-    async def main() -> None:
-        await asyncio.gather(*(one(seed) for seed in range(sessions)))
+    async def run(seeds: range) -> None:
+        await asyncio.gather(*(one(seed) for seed in seeds))
 
-    asyncio.run(main())
+    half = sessions // 2
+    asyncio.run(run(range(half)))
+    assert recorder.flush(timeout=30)
+    Path(f"{path}.half-{os.getpid()}").touch()
+    _wait_for_files(f"{path}.half-*", 2)
+    asyncio.run(run(range(half, sessions)))
     recorder.close()
+
+
+def _wait_for_files(pattern: str, count: int, timeout: float = 30) -> None:
+    """Poll until `count` files match `pattern` (a cross-process barrier made of files)."""
+    folder, name = os.path.split(pattern)
+    deadline = time.monotonic() + timeout
+    while len(list(Path(folder).glob(name))) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {timeout} s for {count} x {pattern}")
+        time.sleep(0.005)
 
 
 def free_port() -> int:
