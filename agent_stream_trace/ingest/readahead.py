@@ -35,7 +35,7 @@ def read_ahead(
     end-of-file markers, and a bound on items alone either starved it after every batch (the
     next blocks were read only once it asked: 0.35 s of waiting on 2.5M lines) or let the
     queue hold many large blocks."""
-    q: queue.Queue[object] = queue.Queue(maxsize=depth)
+    q: queue.Queue[tuple[object, int]] = queue.Queue(maxsize=depth)  # (item, its size)
     stop = threading.Event()
     room = threading.Condition()
     waiting = [0]  # bytes queued and not yet taken
@@ -71,7 +71,7 @@ def read_ahead(
     thread.start()
     try:
         while True:
-            item, nbytes = q.get()  # type: ignore[misc]
+            item, nbytes = q.get()
             if nbytes:
                 with room:
                     waiting[0] -= nbytes
