@@ -43,11 +43,16 @@ def build_corpus() -> tuple[bytes, dict[int, str]]:
     add(json.dumps({"t": 0.4, "event": 7, "data": {}}), 'event: "event" is not a string')
     add(json.dumps({"t": 0.4, "event": "token"}), 'event: missing field "data"')
     add(json.dumps({"t": 0.4, "event": "token", "data": "text"}), 'event: "data" is not an object')
+    # A field that is there with the value null is of the wrong type, not missing
+    add(json.dumps({"t": None, "event": "token", "data": {}}), 'event: "t" is not a number')
+    add(json.dumps({"t": 0.4, "event": None, "data": {}}), 'event: "event" is not a string')
+    add(json.dumps({"t": 0.4, "event": "token", "data": None}), 'event: "data" is not an object')
     add(json.dumps({"t": 0.5, "event": "brand_new_type", "data": {"x": 1}}))  # unknown types are data
     add('{"t": 0.6, "event": "token", "data": {"deep": ' + "[" * 5000 + "]" * 5000 + "}}")  # deep nesting
     add(json.dumps({"t": 0.7, "event": "token", "data": {"text": "y" * 5_000_000}}))  # a 5 MB line
     add(json.dumps({"t": 0.8, "event": "done", "data": {"total_cost_usd": 1}}))
     add(json.dumps({"session": "not-a-uuid", "started_at": "2026-11-24T10:00:00Z", "t": 0}), 'header: "session" is not a UUID')
+    add(json.dumps({"session": None, "started_at": "2026-11-24T10:00:00Z", "t": 0}), 'header: "session" is not a UUID')
     add(event(0.1, "token", {"text": "lost"}), "event: follows an invalid session header")
     add(json.dumps({"session": new_sid(), "t": 0}), 'header: missing field "started_at"')
     add(json.dumps({"session": new_sid(), "started_at": "yesterday", "t": 0}), 'header: "started_at" is not')
@@ -56,6 +61,7 @@ def build_corpus() -> tuple[bytes, dict[int, str]]:
     add(json.dumps({"t": 0.2, "event": "token", "data": {}, "sid": b}), 'event: missing field "seq"')
     add(json.dumps({"t": 0.2, "event": "token", "data": {}, "sid": "nope", "seq": 2}), 'event: "sid" is not a UUID')
     add(json.dumps({"t": 0.2, "event": "token", "data": {}, "sid": b, "seq": -3}), 'event: "seq" is not a non-negative')
+    add(json.dumps({"t": 0.2, "event": "token", "data": {}, "sid": b, "seq": None}), 'event: "seq" is not a non-negative')
     add(event(0.3, "token", {"text": "?"}, sid=new_sid(), seq=1), 'event: no session header for its "sid"')
     add(event(0.4, "_end", {"reason": "done"}, sid=b, seq=2))
     return b"\n".join(lines) + b"\n", expected
