@@ -154,17 +154,12 @@ def load_batch(
     return counts
 
 
-_STATE_TYPES = {
-    "path": pa.string(), "size": pa.int64(), "mtime": pa.float64(), "byte_offset": pa.int64(),
-    "lines": pa.int64(), "head_hash": pa.string(), "cur_session": pa.string(), "cur_side": pa.string(),
-    "cur_header_line": pa.int64(), "cur_v": pa.int64(), "complete": pa.bool_(),
-}
-
-
 def save_states(con: duckdb.DuckDBPyConnection, states: list[FileState]) -> None:
     """Upsert the files' states in one statement: executemany runs the statement once per file
     (3.5 ms each, most of a cron run's bookkeeping when it touches many files)."""
-    table = pa.table({c: pa.array([getattr(s, c) for s in states], _STATE_TYPES[c]) for c in STATE_COLUMNS})
+    # Column types are inferred (a column of only None is Arrow's null type): the INSERT casts
+    # each to the table's own type, so the schema is written down once, in the migration.
+    table = pa.table({c: [getattr(s, c) for s in states] for c in STATE_COLUMNS})
     con.register("_states", table)
     try:
         con.execute(
