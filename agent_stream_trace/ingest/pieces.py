@@ -29,7 +29,7 @@ class Pieces:
     counts: list[int]
 
 
-def cut_pieces(data: bytes) -> Pieces:
+def cut_pieces(data: bytes | bytearray) -> Pieces:
     """Cut `data` (whole lines; the last may lack its newline) into pieces of about
     PIECE_BYTES. Done once, where the block is read: the newline count per piece is also the
     block's line count, so the bytes are scanned for newlines once, not twice."""
