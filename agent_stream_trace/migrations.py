@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 import duckdb
 
+from .db import transaction
+
 Migration = Callable[[duckdb.DuckDBPyConnection], None]
 MIGRATIONS: list[Migration] = []
 
@@ -272,13 +274,8 @@ def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
         name = fn.__name__
         if name in done:
             continue
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(con):
             fn(con)
             con.execute("INSERT INTO _schema_migrations VALUES (?, now())", [name])
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
         applied.append(name)
     return applied

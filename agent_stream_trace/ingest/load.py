@@ -78,7 +78,8 @@ def load_batch(
     *,
     persist_state: bool = True,
 ) -> BatchCounts:
-    """Classify and store `blocks`; advance each file's state in the same transaction.
+    """Classify and store `blocks`; advance each file's state in the same transaction, which
+    the caller opens and commits (db.transaction).
 
     `states` holds each file's state *before* the batch (positional session carried in) and
     must already carry the new size/mtime/head_hash; offsets and line counts are advanced here.
@@ -111,7 +112,6 @@ def load_batch(
     con.register("_files", files)
     con.register("_pyrejects", pyrejects_table)
     counts = BatchCounts()
-    con.execute("BEGIN TRANSACTION")
     try:
         for sql in classify.STATEMENTS:
             con.execute(sql)
@@ -144,10 +144,6 @@ def load_batch(
             state.lines = block.first_line - 1 + block.line_count
         if persist_state:
             save_states(con, [states[n] for n in names])
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     finally:
         for name in ("_pieces", "_files", "_pyrejects"):
             con.unregister(name)

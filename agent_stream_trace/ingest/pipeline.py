@@ -18,7 +18,7 @@ from pathlib import Path
 import duckdb
 
 from ..config import resolve_open_window
-from ..db import connect
+from ..db import connect, transaction
 from . import storage
 from .load import BatchCounts, FileState, load_batch, load_states, save_states
 from .readahead import read_ahead
@@ -102,10 +102,11 @@ def ingest_lines(
     block = make_block(source, data, 1, 0) if data else None
     report = IngestReport()
     started = time.perf_counter()
-    if block is not None:
-        report.add(load_batch(con, [block], {source_file: state}, persist_state=False))
-        report.bytes_read = len(data)
-    ingester.finish(report)
+    with transaction(con):
+        if block is not None:
+            report.add(load_batch(con, [block], {source_file: state}, persist_state=False))
+            report.bytes_read = len(data)
+        ingester.finish(report)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -154,13 +155,18 @@ class Ingester:
             if self.options.progress:
                 self.options.progress(report.bytes_read, total)
             if batch_bytes >= self.options.batch_bytes:
-                report.add(load_batch(self.con, batch, states))
+                with transaction(self.con):
+                    report.add(load_batch(self.con, batch, states))
                 batch, batch_bytes = [], 0
-        if batch:
-            report.add(load_batch(self.con, batch, states))
-        if settled:
-            save_states(self.con, settled)
-        self.finish(report)
+        # The last batch, the states of files it does not hold and the session rows commit
+        # together: one commit less (a cron run is mostly fixed costs), and a kill between
+        # them would only have left the rows to recompute next run.
+        with transaction(self.con):
+            if batch:
+                report.add(load_batch(self.con, batch, states))
+            if settled:
+                save_states(self.con, settled)
+            self.finish(report)
         report.seconds = time.perf_counter() - started
         return report
 

@@ -175,30 +175,24 @@ ON CONFLICT DO NOTHING
 
 
 def refresh_sessions(con: duckdb.DuckDBPyConnection, *, now: float, open_window: float) -> tuple[int, int]:
-    """Recompute every dirty session's rows in one transaction; return (new, updated)."""
+    """Recompute every dirty session's rows, inside the caller's transaction (db.transaction);
+    return (new, updated)."""
     params = {"idle_before": now - open_window}
-    con.execute("BEGIN TRANSACTION")
-    try:
-        con.execute(MARK_IDLE, params)
-        if con.execute("SELECT count(*) FROM _stale_sessions").fetchone() != (0,):
-            for sql in stats.RESUMMARISE:
-                con.execute(sql)
-        con.execute(KEYS)
-        (total,) = con.execute("SELECT count(*) FROM _keys").fetchone()  # type: ignore[misc]
-        if total == 0:
-            con.execute("COMMIT")
-            return 0, 0
-        (existing,) = con.execute(
-            "SELECT count(*) FROM sessions s SEMI JOIN _keys k ON s.session_id = k.session_id AND s.side = k.side"
-        ).fetchone()  # type: ignore[misc]
-        con.execute(TOOLS)
-        con.execute(ROWS, params)
-        if existing:
-            con.execute(DELETE_OLD)
-        con.execute(INSERT_NEW)
-        con.execute(SPREAD_AMBIGUITY, {"horizon": INTERLEAVE_HORIZON_S})
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
+    con.execute(MARK_IDLE, params)
+    if con.execute("SELECT count(*) FROM _stale_sessions").fetchone() != (0,):
+        for sql in stats.RESUMMARISE:
+            con.execute(sql)
+    con.execute(KEYS)
+    (total,) = con.execute("SELECT count(*) FROM _keys").fetchone()  # type: ignore[misc]
+    if total == 0:
+        return 0, 0
+    (existing,) = con.execute(
+        "SELECT count(*) FROM sessions s SEMI JOIN _keys k ON s.session_id = k.session_id AND s.side = k.side"
+    ).fetchone()  # type: ignore[misc]
+    con.execute(TOOLS)
+    con.execute(ROWS, params)
+    if existing:
+        con.execute(DELETE_OLD)
+    con.execute(INSERT_NEW)
+    con.execute(SPREAD_AMBIGUITY, {"horizon": INTERLEAVE_HORIZON_S})
     return total - existing, existing
