@@ -34,6 +34,9 @@ def build_corpus() -> tuple[bytes, dict[int, str]]:
     add("null", "not a JSON object")  # valid JSON, but the struct parse gives NULL as for invalid
     add(" null \t", "not a JSON object")
     add("42", "not a JSON object")
+    add(" \t" + event(0.25, "token", {"text": "indented"}))  # white space before the object: still data
+    add("  [1]", "not a JSON object")
+    add(" " + json.dumps({"t": "soon", "event": "token", "data": {}}), 'event: "t" is not a number')  # an object all the same
     add("nul", "invalid JSON")
     add(json.dumps({"event": "token", "data": {}}), 'event: missing field "t"')
     add(json.dumps({"t": "soon", "event": "token", "data": {}}), 'event: "t" is not a number')
@@ -100,10 +103,10 @@ def test_bad_lines_do_not_disturb_the_good_sessions(tmp_path, db_path):
     sessions = rows(db_path, "SELECT attribution, outcome, end_reason, event_count, token_chars FROM sessions ORDER BY attribution")
     # the v1 session: one token, closed by `_end` without a done event
     assert sessions[0] == ("exact", "synthetic_done", "done", 1, 2)
-    # the v0 session: 6 good events (U+2028 and CRLF lines intact, unknown type kept)
+    # the v0 session: 7 good events (U+2028, CRLF and indented lines intact, unknown type kept)
     attribution, outcome, reason, count, chars = sessions[1]
-    assert (attribution, outcome, reason, count) == ("positional", "done", "done", 6)
-    assert chars == len("caf\u00e9 \u2028 line sep") + len("crlf") + 5_000_000 + 0
+    assert (attribution, outcome, reason, count) == ("positional", "done", "done", 7)
+    assert chars == len("caf\u00e9 \u2028 line sep") + len("crlf") + len("indented") + 5_000_000 + 0
     assert rows(db_path, "SELECT count(*) FROM events WHERE event = 'brand_new_type'") == [(1,)]
 
 

@@ -78,7 +78,10 @@ f AS (
         f[1] AS j_t, f[2] AS j_event, f[3] AS data, f[4] AS j_sid, f[5] AS j_seq, f[6] AS j_session
     FROM f
 ), objects AS (
-    SELECT *, valid AND (left(raw, 1) = '{{' OR ltrim(raw, {WS})[1] = '{{') AS is_obj FROM fields
+    -- CASE, not AND/OR: a projection evaluates both sides of AND/OR for every row, so the
+    -- ltrim ran on every line (measured: 4% of this statement); CASE tries it only when needed.
+    SELECT *, CASE WHEN NOT valid THEN false WHEN left(raw, 1) = '{{' THEN true
+                   ELSE ltrim(raw, {WS})[1] = '{{' END AS is_obj FROM fields
 ), values AS (
     SELECT *,
         is_obj AND j_session IS NOT NULL AS is_header,
