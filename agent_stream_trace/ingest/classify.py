@@ -321,6 +321,10 @@ INSERT INTO _session_seq
 SELECT session_id, side, hi FROM _batch_sessions
 ON CONFLICT DO UPDATE SET max_seq = greatest(max_seq, excluded.max_seq)
 """
+# The same when no session of the batch has a stored seq (BATCH_CHECK's `stored` is 0).
+INSERT_SESSION_SEQ = """
+INSERT INTO _session_seq SELECT session_id, side, hi FROM _batch_sessions
+"""
 
 INSERT_HEADERS = """
 INSERT INTO _session_headers
@@ -376,6 +380,8 @@ BATCH_CHECK = f"""
 SELECT
     (SELECT coalesce(sum(repeats), 0) FROM _batch_stats) AS repeats,
     (SELECT count(*) FROM ({_MAYBE_STORED})) AS maybe_stored,
+    -- sessions of the batch with anything stored: with none, nothing needs merging
+    (SELECT count(*) FROM _batch_sessions b SEMI JOIN _session_seq s USING (session_id, side)) AS stored,
     (SELECT count(*) FROM _parsed) AS lines,
     (SELECT count(*) FROM _parsed WHERE is_header AND reason IS NULL) AS headers,
     (SELECT coalesce(sum(n), 0) FROM _batch_sessions) AS good_events,
@@ -388,4 +394,4 @@ SELECT
 """
 
 STATEMENTS = (PARSED, MARKS, POSITIONAL, FILE_HEADERS, CANDIDATES, CANDIDATE_REJECTS, BATCH_SESSIONS, ALL_BATCH_STATS)
-WRITES = (INSERT_TOOL_EVENTS, UPDATE_SESSION_SEQ, INSERT_HEADERS, MARK_DIRTY)  # and INSERT_REJECTS, when there are any
+WRITES = (INSERT_TOOL_EVENTS, INSERT_HEADERS, MARK_DIRTY)  # and INSERT_REJECTS, when there are any

@@ -115,7 +115,7 @@ def load_batch(
     try:
         for sql in classify.STATEMENTS:
             con.execute(sql)
-        repeats, maybe_stored, lines, headers, good_events, rejects = con.execute(classify.BATCH_CHECK).fetchone()  # type: ignore[misc]
+        repeats, maybe_stored, stored, lines, headers, good_events, rejects = con.execute(classify.BATCH_CHECK).fetchone()  # type: ignore[misc]
         con.execute(classify.REPEATS if repeats else classify.NO_REPEATS)
         if maybe_stored:
             con.execute(classify.STORED_REPEATS)
@@ -128,8 +128,9 @@ def load_batch(
         for _, _, reason, _ in pyrejects:
             counts.rejects[reason] += 1
         counts.lines += len(pyrejects)
-        for sql in stats.MERGE if maybe_stored else stats.MERGE_GROWN:
+        for sql in stats.MERGE if maybe_stored else stats.MERGE_GROWN if stored else stats.MERGE_NEW:
             con.execute(sql)
+        con.execute(classify.UPDATE_SESSION_SEQ if stored else classify.INSERT_SESSION_SEQ)
         for sql in classify.WRITES:
             con.execute(sql)
         if counts.rejected:
