@@ -208,6 +208,30 @@ def test_batch_size_never_changes_the_database(corpus, tmp_path):
     assert dump(small) == dump(whole)
 
 
+def test_a_session_summarised_again_later_is_still_checked_for_repeats(tmp_path):
+    # New events that land among a session's stored ones make it stale: its summary, max_seq
+    # included, is made again from `events` only at the end of the run. Lines of a later batch
+    # of the same run that repeat events stored above that old max_seq must still be found.
+    sid = new_sid()
+
+    def recording(name: str, seqs: list[int]) -> Path:
+        # two-digit seqs and t = seq: every file has the same size, so batches of that size
+        # hold exactly one file each
+        return write(tmp_path / name, [header(sid)] + [event(float(s), "token", {"text": "x"}, sid=sid, seq=s) for s in seqs])
+
+    a = recording("a.jsonl", [10, 11, 12, 17, 18, 19])
+    b = recording("b.jsonl", [13, 14, 15, 16, 20, 21])  # among a's (stale), and above them
+    c = recording("c.jsonl", [20, 21, 22, 23, 24, 25])  # 20 and 21 repeat b's
+    size = a.stat().st_size
+    assert b.stat().st_size == c.stat().st_size == size
+    one, per_file = tmp_path / "one.duckdb", tmp_path / "per_file.duckdb"
+    ingest([a, b, c], IngestOptions(db=one, open_window=0))
+    report = ingest([a, b, c], IngestOptions(db=per_file, open_window=0, batch_bytes=size))
+    assert report.duplicates == 2
+    assert rows(per_file, "SELECT count(*), count(DISTINCT seq) FROM events") == [(16, 16)]
+    assert dump(per_file) == dump(one)
+
+
 def test_a_database_from_before_session_summaries_goes_on_like_a_clean_one(tmp_path):
     # Databases written before migration m005 have sessions but no per-session summaries; the
     # migration marks every session stale, and the next run summarises them from `events`.

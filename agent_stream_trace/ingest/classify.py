@@ -264,10 +264,14 @@ QUALIFY row_number() OVER (PARTITION BY session_id, side, seq ORDER BY file_id, 
 
 # Only sessions whose lowest seq in the batch is not above their highest stored seq can repeat
 # a stored event (a re-read file, the same session in two files): usually none, and then
-# `events` is not read at all.
+# `events` is not read at all. The highest stored seq is the summary's max_seq, which every
+# batch merges, except for stale sessions (new events among stored ones), whose summaries wait
+# for the end of the run (stats.py): they may repeat anything, so they are always candidates.
 _MAYBE_STORED = """
-SELECT b.session_id, b.side FROM _batch_sessions b JOIN _session_seq s USING (session_id, side)
+SELECT b.session_id, b.side FROM _batch_sessions b JOIN _session_stats s USING (session_id, side)
 WHERE b.lo <= s.max_seq
+UNION
+SELECT b.session_id, b.side FROM _batch_sessions b SEMI JOIN _stale_sessions s USING (session_id, side)
 """
 STORED_REPEATS = f"""
 INSERT INTO _drop
@@ -312,18 +316,6 @@ SELECT session_id, side, seq, t, event, f[1], f[2], f[3], try_cast(f[4] AS DOUBL
         json_extract_string(c.data, ['$.tool_use_id', '$.tool_name', '$.status', '$.duration_ms']) AS f
     {_new_events()} AND c.event IN ('tool_use', 'tool_result')
 )
-"""
-
-# The highest seq seen per session: dropped lines never raise it (each repeats a stored key,
-# or an earlier line of the batch), so the batch's highest is the new events' highest.
-UPDATE_SESSION_SEQ = """
-INSERT INTO _session_seq
-SELECT session_id, side, hi FROM _batch_sessions
-ON CONFLICT DO UPDATE SET max_seq = greatest(max_seq, excluded.max_seq)
-"""
-# The same when no session of the batch has a stored seq (BATCH_CHECK's `stored` is 0).
-INSERT_SESSION_SEQ = """
-INSERT INTO _session_seq SELECT session_id, side, hi FROM _batch_sessions
 """
 
 INSERT_HEADERS = """
@@ -380,8 +372,8 @@ BATCH_CHECK = f"""
 SELECT
     (SELECT coalesce(sum(repeats), 0) FROM _batch_stats) AS repeats,
     (SELECT count(*) FROM ({_MAYBE_STORED})) AS maybe_stored,
-    -- sessions of the batch with anything stored: with none, nothing needs merging
-    (SELECT count(*) FROM _batch_sessions b SEMI JOIN _session_seq s USING (session_id, side)) AS stored,
+    -- sessions of the batch with a stored summary: with none, nothing needs merging
+    (SELECT count(*) FROM _batch_sessions b SEMI JOIN _session_stats s USING (session_id, side)) AS stored,
     (SELECT count(*) FROM _parsed) AS lines,
     (SELECT count(*) FROM _parsed WHERE is_header AND reason IS NULL) AS headers,
     (SELECT coalesce(sum(n), 0) FROM _batch_sessions) AS good_events,

@@ -130,7 +130,6 @@ def load_batch(
         counts.lines += len(pyrejects)
         for sql in stats.MERGE if maybe_stored else stats.MERGE_GROWN if stored else stats.MERGE_NEW:
             con.execute(sql)
-        con.execute(classify.UPDATE_SESSION_SEQ if stored else classify.INSERT_SESSION_SEQ)
         for sql in classify.WRITES:
             con.execute(sql)
         if counts.rejected:
