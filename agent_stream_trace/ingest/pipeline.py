@@ -161,6 +161,7 @@ class Ingester:
         # The last batch, the states of files it does not hold and the session rows commit
         # together: one commit less (a cron run is mostly fixed costs), and a kill between
         # them would only have left the rows to recompute next run.
+        storage.checkpoint_at_last_commit(self.con)
         with transaction(self.con):
             if batch:
                 report.add(load_batch(self.con, batch, states))
