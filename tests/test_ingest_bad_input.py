@@ -24,6 +24,7 @@ def build_corpus() -> tuple[bytes, dict[int, str]]:
     add(header(a, v1=False))
     add(event(0.1, "token", {"text": "caf\u00e9 \u2028 line sep"}))  # U+2028 never splits a line
     add(event(0.2, "token", {"text": "crlf"}) + "\r")  # CRLF ending
+    add("\ufeff" + event(0.25, "token", {"text": "bom"}))  # a BOM inside the file (files concatenated): data
     add("")  # blank: not counted
     add("   \t")  # blank
     add("{not json", "invalid JSON")
@@ -92,7 +93,8 @@ def test_every_non_blank_line_is_a_header_an_event_or_a_reject(tmp_path, db_path
     for line, prefix in expected.items():
         assert got[line][0].startswith(prefix), (line, got[line][0], prefix)
     assert all(src == str(path.resolve()) for (src,) in rows(db_path, "SELECT source_file FROM rejects"))
-    assert len(got[7][1]) > 0 and all(len(raw) <= 200 for _, raw in got.values())
+    first_invalid = min(line for line, reason in expected.items() if reason == "invalid JSON")
+    assert len(got[first_invalid][1]) > 0 and all(len(raw) <= 200 for _, raw in got.values())
 
 
 def test_bad_lines_do_not_disturb_the_good_sessions(tmp_path, db_path):
@@ -103,10 +105,10 @@ def test_bad_lines_do_not_disturb_the_good_sessions(tmp_path, db_path):
     sessions = rows(db_path, "SELECT attribution, outcome, end_reason, event_count, token_chars FROM sessions ORDER BY attribution")
     # the v1 session: one token, closed by `_end` without a done event
     assert sessions[0] == ("exact", "synthetic_done", "done", 1, 2)
-    # the v0 session: 7 good events (U+2028, CRLF and indented lines intact, unknown type kept)
+    # the v0 session: 8 good events (U+2028, CRLF, BOM and indented lines intact, unknown type kept)
     attribution, outcome, reason, count, chars = sessions[1]
-    assert (attribution, outcome, reason, count) == ("positional", "done", "done", 7)
-    assert chars == len("caf\u00e9 \u2028 line sep") + len("crlf") + len("indented") + 5_000_000 + 0
+    assert (attribution, outcome, reason, count) == ("positional", "done", "done", 8)
+    assert chars == len("caf\u00e9 \u2028 line sep") + len("crlf") + len("bom") + len("indented") + 5_000_000 + 0
     assert rows(db_path, "SELECT count(*) FROM events WHERE event = 'brand_new_type'") == [(1,)]
 
 
