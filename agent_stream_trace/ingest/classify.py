@@ -351,6 +351,7 @@ ORDER BY f.path, r.line_no
 
 # Sessions whose metrics must be recomputed: those with new events or headers, and the
 # previous positional session of a file that got a new header (a later header closes it).
+# A session may be listed by several batches: the list is read with DISTINCT (sessions.py).
 MARK_DIRTY = """
 INSERT INTO _dirty_sessions
 SELECT DISTINCT session_id, side FROM (
@@ -361,7 +362,6 @@ SELECT DISTINCT session_id, side FROM (
     UNION ALL SELECT f.cur_session, f.cur_side FROM _files f
         WHERE f.cur_session IS NOT NULL AND f.file_id IN (SELECT file_id FROM _marks)
 )
-ON CONFLICT DO NOTHING
 """
 
 # Where positional attribution stands at the end of the batch, per file.

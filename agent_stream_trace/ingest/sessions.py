@@ -170,7 +170,6 @@ INSERT INTO _dirty_sessions
 SELECT s.session_id, s.side FROM sessions s
 JOIN _ingest_files f ON f.path = s.source_file
 WHERE s.outcome = 'open' AND coalesce(f.mtime, 0) < $idle_before
-ON CONFLICT DO NOTHING
 """
 
 
