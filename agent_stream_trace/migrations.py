@@ -287,6 +287,28 @@ def m008_dirty_sessions_unkeyed(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+@migration
+def m009_session_headers_unkeyed(con: duckdb.DuckDBPyConnection) -> None:
+    # The ingester keeps one header per (session, side, file) itself (an anti-join against the
+    # stored ones); the primary key's index cost ~2.4 us per header inserted, twice the insert.
+    con.execute(
+        """
+        CREATE TABLE _headers_unkeyed (
+            session_id VARCHAR NOT NULL,
+            side VARCHAR NOT NULL,
+            source_file VARCHAR NOT NULL,
+            line_no BIGINT,
+            started_at TIMESTAMPTZ,
+            v INTEGER,
+            attrs JSON
+        );
+        INSERT INTO _headers_unkeyed SELECT * FROM _session_headers;
+        DROP TABLE _session_headers;
+        ALTER TABLE _headers_unkeyed RENAME TO _session_headers;
+        """
+    )
+
+
 def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Apply pending migrations; return the names applied. Safe to call from every entry point."""
     con.execute(

@@ -177,7 +177,8 @@ def test_migration_fills_text_chars_of_events_stored_before_it(tmp_path):
     con.execute("INSERT INTO events VALUES ('s', 'server', 1, 0.1, 'token', '{\"text\": \"héllo\"}', 'f', 2),"
                 " ('s', 'server', 2, 0.2, 'turn', '{\"turn_number\": 2}', 'f', 3)")
     assert migrations.migrate(con) == ["m004_token_text_chars", "m005_session_stats", "m006_tool_event_fields",
-                                       "m007_drop_session_seq", "m008_dirty_sessions_unkeyed"]
+                                       "m007_drop_session_seq", "m008_dirty_sessions_unkeyed",
+                                       "m009_session_headers_unkeyed"]
     assert con.execute("SELECT seq, text_chars FROM events ORDER BY seq").fetchall() == [(1, 5), (2, None)]
 
 

@@ -103,6 +103,18 @@ def test_a_replaced_file_is_read_again_from_the_start(tmp_path, db_path):
     assert rows(db_path, "SELECT count(*) FROM rejects") == [(0,)]  # the old file's rejects went with it
 
 
+def test_a_file_read_again_from_its_start_keeps_one_header_per_session(tmp_path, db_path):
+    sid = new_sid()
+    lines = v1_session(sid, [(0.1, "token", {"text": "hi"}), (0.2, "token", {"text": "!"})], end=None)
+    path = write(tmp_path / "cut.jsonl", lines)
+    ingest([path], IngestOptions(db=db_path, open_window=0))
+    write(path, lines[:2])  # cut back: read again from the start, its header included
+    report = ingest([path], IngestOptions(db=db_path, open_window=0))
+    assert (report.headers, report.duplicates) == (1, 1)
+    assert rows(db_path, "SELECT count(*) FROM _session_headers") == [(1,)]
+    assert rows(db_path, "SELECT count(*), sum(event_count) FROM sessions") == [(1, 2)]
+
+
 def test_stdin_is_read_whole(upstream_sequential, db_path):
     proc = subprocess.run(
         [sys.executable, "-m", "agent_stream_trace.ingest.cli", "-", "--db", str(db_path), "--open-window", "0"],

@@ -322,14 +322,20 @@ SELECT session_id, side, seq, t, event, f[1], f[2], f[3], try_cast(f[4] AS DOUBL
 )
 """
 
+# The first header of each session per file; one already stored (a file read again from its
+# start) is kept. An anti-join, not a primary key: the key's index cost ~2.4 us per header
+# inserted, more than finding them (measured on 2.5k headers: 12 ms against 6).
 INSERT_HEADERS = """
 INSERT INTO _session_headers
-SELECT session_s, coalesce(j_side ->> '$', 'server'), f.path, line_no, started_at, coalesce(v, 0),
-    CASE WHEN json_type(j_attrs) = 'OBJECT' THEN j_attrs ELSE '{}'::JSON END
-FROM _parsed p JOIN _files f USING (file_id)
-WHERE p.is_header AND p.reason IS NULL
-QUALIFY row_number() OVER (PARTITION BY session_s, coalesce(j_side ->> '$', 'server'), f.path ORDER BY line_no) = 1
-ON CONFLICT DO NOTHING
+SELECT n.* FROM (
+    SELECT session_s AS session_id, coalesce(j_side ->> '$', 'server') AS side, f.path AS source_file,
+        line_no, started_at, coalesce(v, 0) AS v,
+        CASE WHEN json_type(j_attrs) = 'OBJECT' THEN j_attrs ELSE '{}'::JSON END AS attrs
+    FROM _parsed p JOIN _files f USING (file_id)
+    WHERE p.is_header AND p.reason IS NULL
+    QUALIFY row_number() OVER (PARTITION BY session_s, coalesce(j_side ->> '$', 'server'), f.path ORDER BY line_no) = 1
+) n
+ANTI JOIN _session_headers o USING (session_id, side, source_file)
 """
 
 # Rejected candidates are rare: their raw lines are cut again out of just their pieces.
