@@ -41,6 +41,24 @@ def test_appended_lines_are_picked_up_and_an_open_session_becomes_done(tmp_path,
         ("done", "done", 3, 5, "m")]
 
 
+def test_a_header_appended_later_closes_the_v0_session_before_it_not_a_v1_one(tmp_path, db_path):
+    # In a sequential v0 file a later header ends the session before it, even when the header
+    # arrives in a later run; a v1 session is attributed by sid and ends only by its own lines.
+    v0, v1 = tmp_path / "v0.jsonl", tmp_path / "v1.jsonl"
+    a0, b0, a1, b1 = new_sid(), new_sid(), new_sid(), new_sid()
+    write(v0, [header(a0, v1=False), event(0.1, "token", {"text": "x"})])
+    write(v1, [header(a1), event(0.1, "token", {"text": "x"}, sid=a1, seq=1)])
+    now = time.time()
+    ingest([v0, v1], IngestOptions(db=db_path, now=now))
+    assert rows(db_path, "SELECT outcome FROM sessions") == [("open",), ("open",)]
+
+    write(v0, [header(b0, v1=False), event(0.1, "token", {"text": "y"})], mode="a")
+    write(v1, [header(b1), event(0.1, "token", {"text": "y"}, sid=b1, seq=1)], mode="a")
+    ingest([v0, v1], IngestOptions(db=db_path, now=now))
+    outcomes = dict(rows(db_path, "SELECT session_id, outcome FROM sessions"))
+    assert outcomes == {a0: "synthetic_done", b0: "open", a1: "open", b1: "open"}
+
+
 def test_open_session_turns_synthetic_once_the_file_is_idle_past_the_window(tmp_path, db_path):
     sid = new_sid()
     path = write(tmp_path / "crashed.jsonl", [header(sid), event(0.1, "token", {"text": "x"}, sid=sid, seq=1)])

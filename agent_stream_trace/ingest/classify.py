@@ -356,7 +356,8 @@ ORDER BY f.path, r.line_no
 """
 
 # Sessions whose metrics must be recomputed: those with new events or headers, and the
-# previous positional session of a file that got a new header (a later header closes it).
+# previous session of a file that got a new header if it is a v0 one (a later header closes a
+# v0 session; a v1 one ends only by its own lines, so a cron run does not redo it).
 # A session may be listed by several batches: the list is read with DISTINCT (sessions.py).
 MARK_DIRTY = """
 INSERT INTO _dirty_sessions
@@ -366,7 +367,7 @@ SELECT DISTINCT session_id, side FROM (
         WHERE b.n > coalesce(d.dropped, 0)
     UNION ALL SELECT session_id, side FROM _marks WHERE session_id IS NOT NULL
     UNION ALL SELECT f.cur_session, f.cur_side FROM _files f
-        WHERE f.cur_session IS NOT NULL AND f.file_id IN (SELECT file_id FROM _marks)
+        WHERE f.cur_session IS NOT NULL AND coalesce(f.cur_v, 0) = 0 AND f.file_id IN (SELECT file_id FROM _marks)
 )
 """
 
