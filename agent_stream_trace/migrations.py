@@ -272,41 +272,29 @@ def m007_drop_session_seq(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("DROP TABLE _session_seq")
 
 
+def _drop_primary_key(con: duckdb.DuckDBPyConnection, table: str, key: tuple[str, ...]) -> None:
+    """Rebuild `table` without its primary key (DuckDB cannot drop one), the same columns and
+    rows, its key columns still NOT NULL."""
+    con.execute(f"CREATE TABLE _unkeyed AS SELECT * FROM {table}")
+    for column in key:
+        con.execute(f"ALTER TABLE _unkeyed ALTER COLUMN {column} SET NOT NULL")
+    con.execute(f"DROP TABLE {table}")
+    con.execute(f"ALTER TABLE _unkeyed RENAME TO {table}")
+
+
 @migration
 def m008_dirty_sessions_unkeyed(con: duckdb.DuckDBPyConnection) -> None:
     # The to-do list of sessions to recompute is read through SELECT DISTINCT and emptied by
     # every refresh, so a session listed twice costs nothing; its primary key cost every
     # batch an index insert, check and merge at commit (20k sessions: ~0.05 s of a first run).
-    con.execute(
-        """
-        CREATE TABLE _dirty_todo (session_id VARCHAR NOT NULL, side VARCHAR NOT NULL);
-        INSERT INTO _dirty_todo SELECT session_id, side FROM _dirty_sessions;
-        DROP TABLE _dirty_sessions;
-        ALTER TABLE _dirty_todo RENAME TO _dirty_sessions;
-        """
-    )
+    _drop_primary_key(con, "_dirty_sessions", ("session_id", "side"))
 
 
 @migration
 def m009_session_headers_unkeyed(con: duckdb.DuckDBPyConnection) -> None:
     # The ingester keeps one header per (session, side, file) itself (an anti-join against the
     # stored ones); the primary key's index cost ~2.4 us per header inserted, twice the insert.
-    con.execute(
-        """
-        CREATE TABLE _headers_unkeyed (
-            session_id VARCHAR NOT NULL,
-            side VARCHAR NOT NULL,
-            source_file VARCHAR NOT NULL,
-            line_no BIGINT,
-            started_at TIMESTAMPTZ,
-            v INTEGER,
-            attrs JSON
-        );
-        INSERT INTO _headers_unkeyed SELECT * FROM _session_headers;
-        DROP TABLE _session_headers;
-        ALTER TABLE _headers_unkeyed RENAME TO _session_headers;
-        """
-    )
+    _drop_primary_key(con, "_session_headers", ("session_id", "side", "source_file"))
 
 
 def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
