@@ -130,8 +130,8 @@ MERGE = (
 )
 
 # The same merge for a batch in which no session can be stale: every session's new events all
-# come after its stored ones (the ingester knows from the summaries' max_seq, classify.py's
-# _MAYBE_STORED, and no session of the batch is stale). Two statements instead of three: the sessions with a
+# come after its stored ones (classify.py's _MAYBE_STORED finds none at or below a summary's
+# max_seq, and none of them is stale). Two statements instead of three: the sessions with a
 # stored summary are upserted with the merge, then the new ones (most of them) are inserted as
 # summarised, which is what the merge with no stored summary gives (least/greatest skip NULLs),
 # without the upsert's conflict checks (measured: 208 rows 12.6 ms upserted, 1.9 ms inserted).
@@ -150,9 +150,9 @@ _INSERT_NEW = f"""
     """
 MERGE_GROWN = (_UPSERT_GROWN, _INSERT_NEW)
 
-# A batch none of whose sessions has anything stored yet (new sessions appended to the
-# recordings, a first run): the upsert would find nothing to merge, and planning it alone cost
-# ~10 ms, a few percent of a cron run.
+# A batch none of whose sessions has a stored summary yet (new sessions appended to the
+# recordings, a first run's first batch): the upsert would find nothing to merge, and planning
+# it alone cost ~10 ms, a few percent of a cron run.
 MERGE_NEW = (_INSERT_NEW,)
 
 
