@@ -143,17 +143,17 @@ _UPSERT_GROWN = f"""
         FROM _batch_stats n JOIN _session_stats o USING (session_id, side)
     )
     """
-_INSERT_NEW = f"""
+_INSERT_ALL = f"""
     INSERT INTO _session_stats (session_id, side, {STATS_COLUMNS})
     SELECT session_id, side, {STATS_COLUMNS} FROM _batch_stats n
-    ANTI JOIN _session_stats o USING (session_id, side)
     """
-MERGE_GROWN = (_UPSERT_GROWN, _INSERT_NEW)
+MERGE_GROWN = (_UPSERT_GROWN, _INSERT_ALL + "ANTI JOIN _session_stats o USING (session_id, side)")
 
 # A batch none of whose sessions has a stored summary yet (new sessions appended to the
-# recordings, a first run's first batch): the upsert would find nothing to merge, and planning
-# it alone cost ~10 ms, a few percent of a cron run.
-MERGE_NEW = (_INSERT_NEW,)
+# recordings, a first run's first batch): every summary is inserted as it is. The upsert would
+# find nothing to merge (planning it alone cost ~10 ms, a few percent of a cron run), and the
+# anti-join would read every stored summary to find none.
+MERGE_NEW = (_INSERT_ALL,)
 
 
 # Stale sessions, summarised again from every stored event (the same summary SQL).
