@@ -199,12 +199,19 @@ def test_event_fields_read_exactly_whatever_their_json_spelling(tmp_path, db_pat
         '{"t": "0.4", "event": "token", "data": {}, "sid": "%s", "seq": 5}' % sid,
         '{"t": true, "event": "token", "data": {}, "sid": "%s", "seq": 6}' % sid,
         '{"t": 0.5, "event": "done", "data": {}, "sid": "%s", "seq": 18446744073709551615}' % sid,
+        # sid spellings: each spelling is validated once, not each line (classify.SIDS)
+        '{"t": 0.6, "event": "token", "data": {}, "sid": "\\u00%x%s", "seq": 4}' % (ord(sid[0]), sid[1:]),  # escaped
+        '{"t": 0.7, "event": "token", "data": {}, "sid": "{%s}", "seq": 5}' % sid,  # braced
+        '{"t": 0.8, "event": "token", "data": {}, "sid": 7, "seq": 6}',
+        '{"t": 0.8, "event": "token", "data": {}, "sid": "nope", "seq": -1}',  # the sid's reason comes first
+        '{"t": 0.8, "event": "token", "data": {}, "sid": "%s", "seq": 6}' % sid.replace("-", "_"),
     ]
     path = tmp_path / "spellings.jsonl"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     ingest([path], IngestOptions(db=db_path, open_window=0))
     events = rows(db_path, "SELECT seq, t, event, session_id FROM events ORDER BY seq")
-    assert events == [(1, 0.1, "token", sid), (2, 0.1, 'tool_"x"', sid), (3, 0.3, "caf\u00e9", sid)]
+    assert events == [(1, 0.1, "token", sid), (2, 0.1, 'tool_"x"', sid), (3, 0.3, "caf\u00e9", sid),
+                      (4, 0.6, "token", sid), (5, 0.7, "token", sid)]
     rejects = rows(db_path, "SELECT line_no, reason FROM rejects ORDER BY line_no")
     assert rejects == [
         (5, 'event: "seq" is not a non-negative integer'),
@@ -213,4 +220,7 @@ def test_event_fields_read_exactly_whatever_their_json_spelling(tmp_path, db_pat
         (8, 'event: "t" is not a number'),
         (9, 'event: "t" is not a number'),
         (10, 'event: "seq" is not a non-negative integer'),
+        (13, 'event: "sid" is not a UUID string'),
+        (14, 'event: "sid" is not a UUID string'),
+        (15, 'event: "sid" is not a UUID string'),
     ]
