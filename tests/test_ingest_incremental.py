@@ -218,6 +218,26 @@ def test_server_and_client_recordings_of_one_session_stay_apart(tmp_path, db_pat
         ("client", "synthetic_done", 1, 3), ("server", "done", 2, 3)]
 
 
+def test_lines_without_sid_in_a_v1_file_join_their_session_by_position(tmp_path, db_path):
+    """A v1 writer that left `sid` off some lines: those lines belong to the header above them,
+    with seq = lines below the header, in the same session as the lines that carry its sid."""
+    sid, other = new_sid(), new_sid()
+    lines = [
+        header(sid),
+        event(0.1, "token", {"text": "ab"}, sid=sid, seq=1),
+        event(0.2, "token", {"text": "cde"}),  # line 3: seq 2 by position
+        event(0.3, "done", {}, sid=sid, seq=3),
+        header(other),
+        event(0.5, "token", {"text": "f"}),  # line 6: seq 1 of `other` by position
+    ]
+    write(tmp_path / "mixed.jsonl", lines)
+    ingest([tmp_path], IngestOptions(db=db_path, open_window=0))
+    assert rows(db_path, "SELECT session_id, seq, event FROM events ORDER BY line_no") == [
+        (sid, 1, "token"), (sid, 2, "token"), (sid, 3, "done"), (other, 1, "token")]
+    assert rows(db_path, "SELECT session_id, outcome, event_count, token_chars FROM sessions ORDER BY started_at, event_count DESC") == [
+        (sid, "done", 3, 5), (other, "synthetic_done", 1, 1)]
+
+
 def test_batch_size_never_changes_the_database(corpus, tmp_path):
     # Session summaries are merged batch by batch (ingest/stats.py): with 128 KB batches many
     # sessions are split across batches. Copies of the files come first with every third line

@@ -184,15 +184,20 @@ ASOF LEFT JOIN _marks m ON p.file_id = m.file_id AND p.line_no >= m.line_no
 JOIN _files fs ON fs.file_id = p.file_id
 """
 
-# Each sid spelling of the batch's events, per file: the session it names (NULL: not a UUID)
-# and that session's side, from its header in the file (this batch or earlier runs; NULL: none).
-# A few thousand spellings for millions of lines: validating each spelling once instead of
-# each line saved a UUID cast (~80 ns) and a substring per line, 10-15% of parsing (measured).
+# Each sid spelling of the batch's events, per file: the session it names (NULL: not a UUID),
+# that session's side from its header in the file (this batch or earlier runs; NULL: none), and
+# its event lines (n, and the seq range lo..hi they cover). A few thousand spellings for
+# millions of lines: validating each spelling once instead of each line saved a UUID cast
+# (~80 ns) and a substring per line, 10-15% of parsing (measured), and the batch's sessions and
+# rejected candidates are then found from the spellings, without reading the lines again.
 SIDS = f"""
 CREATE OR REPLACE TEMP TABLE _sids AS
 WITH spelled AS (
-    SELECT file_id, sid_key, try_cast({_json_string('sid_key')} AS UUID)::VARCHAR AS session_id
-    FROM (SELECT DISTINCT file_id, sid_key FROM _parsed WHERE sid_key IS NOT NULL AND reason IS NULL AND NOT is_header)
+    SELECT file_id, sid_key, n, lo, hi, try_cast({_json_string('sid_key')} AS UUID)::VARCHAR AS session_id
+    FROM (
+        SELECT file_id, sid_key, count(*) AS n, min(seq) AS lo, max(seq) AS hi FROM _parsed
+        WHERE sid_key IS NOT NULL AND reason IS NULL AND NOT is_header GROUP BY ALL
+    )
 ), headers AS (
     SELECT file_id, session_id, min(side) AS side FROM (
         SELECT file_id, session_id, side FROM _marks WHERE session_id IS NOT NULL
@@ -202,44 +207,57 @@ WITH spelled AS (
         WHERE h.session_id IN (SELECT session_id FROM spelled)
     ) GROUP BY ALL
 )
-SELECT s.file_id, s.sid_key, s.session_id, h.side
+SELECT s.file_id, s.sid_key, s.session_id, h.side, s.n, s.lo, s.hi
 FROM spelled s LEFT JOIN headers h ON h.file_id = s.file_id AND h.session_id = s.session_id
 """
 
-# Every event line with its session, side and seq, or the reason it cannot have them. A view:
-# the joins are against small tables, so reading it again is cheaper than copying the lines.
+# The batch's good event lines (valid events attributed to a session) with their session, side
+# and seq: lines whose sid names a session with a header in their file, and lines without sid
+# under a valid header (positional). A view: the joins are against small tables, so reading it
+# again is cheaper than copying the lines. In two parts, so that reading it joins each line
+# once and tests no reason: a batch without positional lines skips the second part's row groups
+# by their statistics (no NULL sid_key in them).
 CANDIDATES = """
 CREATE OR REPLACE TEMP VIEW _cand AS
-SELECT p.file_id, p.line_no,
-    coalesce(s.session_id, pos.session_id) AS session_id,
-    coalesce(s.side, pos.side) AS side,
-    CASE WHEN p.sid_key IS NOT NULL THEN p.seq ELSE p.line_no - pos.header_line END AS seq,
-    p.t, p.event, p.data, p.text_chars,
-    CASE
-        WHEN p.sid_key IS NOT NULL AND s.session_id IS NULL THEN 'event: "sid" is not a UUID string'
-        WHEN p.sid_key IS NOT NULL AND s.side IS NULL THEN 'event: no session header for its "sid" in this file'
-        WHEN p.sid_key IS NULL AND pos.header_line IS NULL THEN 'event: no session header before it'
-        WHEN p.sid_key IS NULL AND pos.session_id IS NULL
-            THEN 'event: follows an invalid session header (line ' || pos.header_line || ')'
-    END AS reason
-FROM _parsed p
-LEFT JOIN _positional pos ON pos.file_id = p.file_id AND pos.line_no = p.line_no
-LEFT JOIN _sids s ON s.file_id = p.file_id AND s.sid_key = p.sid_key
-WHERE p.reason IS NULL AND NOT p.is_header
+SELECT p.file_id, p.line_no, s.session_id, s.side, p.seq, p.t, p.event, p.data, p.text_chars
+FROM _parsed p JOIN _sids s ON s.file_id = p.file_id AND s.sid_key = p.sid_key
+WHERE p.reason IS NULL AND NOT p.is_header AND s.side IS NOT NULL
+UNION ALL
+SELECT p.file_id, p.line_no, pos.session_id, pos.side, p.line_no - pos.header_line AS seq,
+    p.t, p.event, p.data, p.text_chars
+FROM _parsed p JOIN _positional pos ON pos.file_id = p.file_id AND pos.line_no = p.line_no
+WHERE p.reason IS NULL AND NOT p.is_header AND p.sid_key IS NULL AND pos.session_id IS NOT NULL
 """
 
+# The valid event lines that cannot be attributed: from the spellings that name no session with
+# a header (usually none: then the lines are not read at all) and the positional lines without
+# a valid header above them.
 CANDIDATE_REJECTS = """
 CREATE OR REPLACE TEMP TABLE _cand_rejects AS
-SELECT file_id, line_no, reason FROM _cand WHERE reason IS NOT NULL
+SELECT p.file_id, p.line_no,
+    CASE WHEN s.session_id IS NULL THEN 'event: "sid" is not a UUID string'
+         ELSE 'event: no session header for its "sid" in this file' END AS reason
+FROM _parsed p JOIN _sids s ON s.file_id = p.file_id AND s.sid_key = p.sid_key
+WHERE p.reason IS NULL AND NOT p.is_header AND s.side IS NULL
+UNION ALL
+SELECT file_id, line_no,
+    CASE WHEN header_line IS NULL THEN 'event: no session header before it'
+         ELSE 'event: follows an invalid session header (line ' || header_line || ')' END
+FROM _positional WHERE session_id IS NULL
 """
 
 # Per session of the batch: its good event lines, the seq range they cover, and a small
-# integer key for the summaries (stats.py), which window and group by it.
+# integer key for the summaries (stats.py), which window and group by it. From the spellings
+# and the positional lines, not from the candidates: the lines are not read again.
 BATCH_SESSIONS = """
 CREATE OR REPLACE TEMP TABLE _batch_sessions AS
 SELECT session_id, side, n, lo, hi, row_number() OVER () AS k FROM (
-    SELECT session_id, side, count(*) AS n, min(seq) AS lo, max(seq) AS hi
-    FROM _cand WHERE reason IS NULL GROUP BY ALL
+    SELECT session_id, side, sum(n)::BIGINT AS n, min(lo) AS lo, max(hi) AS hi FROM (
+        SELECT session_id, side, n, lo, hi FROM _sids WHERE side IS NOT NULL
+        UNION ALL
+        SELECT session_id, side, count(*), min(line_no - header_line), max(line_no - header_line)
+        FROM _positional WHERE session_id IS NOT NULL GROUP BY ALL
+    ) GROUP BY ALL
 )
 """
 
@@ -258,7 +276,7 @@ JOIN _batch_sessions b USING (k)
 """
 
 
-ALL_BATCH_STATS = _batch_stats("FROM _cand c JOIN _batch_sessions b USING (session_id, side) WHERE c.reason IS NULL")
+ALL_BATCH_STATS = _batch_stats("FROM _cand c JOIN _batch_sessions b USING (session_id, side)")
 
 # The batch drops nothing (no repeats, no session that may repeat stored events).
 NO_REPEATS = """
@@ -272,7 +290,7 @@ CREATE OR REPLACE TEMP TABLE _drop (file_id INTEGER, line_no BIGINT, session_id 
 # half of this statement).
 REPEATS = """
 CREATE OR REPLACE TEMP TABLE _drop AS
-WITH c AS NOT MATERIALIZED (SELECT file_id, line_no, session_id, side, seq FROM _cand WHERE reason IS NULL),
+WITH c AS NOT MATERIALIZED (SELECT file_id, line_no, session_id, side, seq FROM _cand),
 repeated_hash AS (SELECT hash(session_id, side, seq) AS h FROM c GROUP BY ALL HAVING count(*) > 1),
 repeated AS (SELECT * FROM c SEMI JOIN repeated_hash r ON hash(c.session_id, c.side, c.seq) = r.h)
 SELECT file_id, line_no, session_id, side FROM repeated
@@ -300,16 +318,15 @@ known AS (
 SELECT c.file_id, c.line_no, c.session_id, c.side FROM _cand c
 SEMI JOIN known k ON c.session_id = k.session_id AND c.side = k.side AND c.seq = k.seq
 ANTI JOIN _drop d ON d.file_id = c.file_id AND d.line_no = c.line_no
-WHERE c.reason IS NULL
 """
 
-def _new_events(join: str = "") -> str:
+def _new_events(join: str = "", where: str = "") -> str:
     """SQL FROM clause of the batch's new events (`c`): good candidates not dropped as repeats,
-    with `join` added (a JOIN clause) before the filter."""
+    with `join` added (a JOIN clause) and `where` (a condition), if given."""
     return f"""
 FROM _cand c ANTI JOIN _drop d ON d.file_id = c.file_id AND d.line_no = c.line_no
 {join}
-WHERE c.reason IS NULL
+{f"WHERE {where}" if where else ""}
 """
 
 
@@ -331,7 +348,7 @@ INSERT INTO _tool_events
 SELECT session_id, side, seq, t, event, f[1], f[2], f[3], try_cast(f[4] AS DOUBLE) FROM (
     SELECT c.session_id, c.side, c.seq, c.t, c.event,
         json_extract_string(c.data, ['$.tool_use_id', '$.tool_name', '$.status', '$.duration_ms']) AS f
-    {_new_events()} AND c.event IN ('tool_use', 'tool_result')
+    {_new_events(where="c.event IN ('tool_use', 'tool_result')")}
 )
 """
 
