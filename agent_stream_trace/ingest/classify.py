@@ -55,14 +55,16 @@ def _json_string(fragment: str) -> str:
 
 # One JSON parse per line: try() turns the error of invalid JSON into NULL (a separate
 # json_valid pass cost a quarter of parsing), and the six paths every line may have are
-# read together. Header fields are read only for the few header lines (a second parse of
-# those alone: extracting four more paths from every line cost ~15% of parsing).
+# read together. Header lines are only recognised here (they have "session") and kept whole:
+# MARKS reads and checks their fields, a second parse of those few lines (extracting four more
+# paths from every line cost ~15% of parsing, and a column for each header field, NULL on
+# every event line, cost another 6%: measured in instructions).
 # The common case, a well-formed event, is recognised by cheap first-character tests on the
 # extracted fragments; the detailed reason is worked out only for the lines that fail them.
 # (A JSON fragment that does not start with " { [ t f n is a number, NaN and Infinity included.)
 # Written for DuckDB's planner, as measured: strpos instead of IN lists (an IN list becomes a
 # join, repeated wherever its alias is used), and only the columns later steps read. The raw
-# line is kept only as the preview of a rejected one.
+# line is kept only for header lines and as the preview of a rejected one.
 PARSED = f"""
 CREATE OR REPLACE TEMP TABLE _parsed AS
 WITH lines AS ({_lines("_pieces")}),
@@ -100,42 +102,26 @@ f AS (
         -- worked out once per spelling (SIDS), not per line (a UUID cast cost 10% of this).
         CASE WHEN starts_with(j_sid, '"') THEN j_sid::VARCHAR END AS sid_key
     FROM objects
-), headers AS (
+), numbered AS (
     SELECT *,
-        CASE WHEN is_header THEN json_extract(raw, ['$.started_at', '$.v', '$.side', '$.attrs']) END AS h,
         -- A JSON integer casts back to its own text; anything else (1.0, 1e3, beyond BIGINT)
         -- goes the exact way, by JSON type, so 1.0 stays "not an integer".
         CASE WHEN sid_key IS NULL THEN NULL
              WHEN TRY_CAST(j_seq::VARCHAR AS BIGINT)::VARCHAR = j_seq::VARCHAR THEN TRY_CAST(j_seq::VARCHAR AS BIGINT)
              WHEN json_type(j_seq) IN ('BIGINT', 'UBIGINT') THEN try_cast(j_seq AS BIGINT) END AS seq
     FROM values
-), header_fields AS (
-    SELECT * EXCLUDE (h), h[1] AS j_started, h[2] AS j_v, h[3] AS j_side, h[4] AS j_attrs,
+), checked AS (
+    SELECT *,
         NOT is_header AND isfinite(t) AND t >= 0 AND event IS NOT NULL AND left(data::VARCHAR, 1) = '{{'
             AND (j_sid IS NULL OR (sid_key IS NOT NULL AND seq >= 0)) AS good_event
-    FROM headers
-), typed AS (
-    SELECT *,
-        CASE WHEN is_header AND json_type(j_session) = 'VARCHAR' THEN try_cast(j_session ->> '$' AS UUID)::VARCHAR END AS session_s,
-        CASE WHEN is_header AND json_type(j_started) = 'VARCHAR' THEN try_cast(j_started ->> '$' AS TIMESTAMPTZ) END AS started_at,
-        -- yyjson types non-negative integers UBIGINT; try_cast drops those beyond BIGINT
-        CASE WHEN is_header AND json_type(j_v) IN ('BIGINT', 'UBIGINT') THEN try_cast(j_v AS BIGINT) END AS v
-    FROM header_fields
+    FROM numbered
 ), classified AS (
-    SELECT typed.*,
-        CASE WHEN good_event THEN NULL
+    SELECT checked.*,
+        CASE WHEN good_event OR is_header THEN NULL  -- a header line's reason: MARKS
         WHEN NOT valid THEN CASE WHEN line_no = _files.unterminated_line
                                  THEN 'truncated: last line has no newline and is not complete JSON'
                                  ELSE 'invalid JSON' END
         WHEN NOT is_obj THEN 'not a JSON object'
-        WHEN is_header THEN CASE
-            WHEN session_s IS NULL THEN 'header: "session" is not a UUID string'
-            WHEN j_started IS NULL THEN 'header: missing field "started_at"'
-            WHEN started_at IS NULL THEN 'header: "started_at" is not an ISO-8601 timestamp'
-            WHEN j_v IS NOT NULL AND v IS NULL THEN 'header: "v" is not an integer'
-            WHEN j_side IS NOT NULL AND json_type(j_side) <> 'VARCHAR' THEN 'header: "side" is not a string'
-            WHEN j_attrs IS NOT NULL AND json_type(j_attrs) NOT IN ('OBJECT', 'NULL') THEN 'header: "attrs" is not an object'
-        END
         ELSE CASE
             WHEN j_t IS NULL THEN 'event: missing field "t"'
             WHEN t IS NULL THEN 'event: "t" is not a number'
@@ -151,25 +137,51 @@ f AS (
             WHEN sid_key IS NOT NULL AND (seq IS NULL OR seq < 0) THEN 'event: "seq" is not a non-negative integer'
         END
         END AS reason
-    FROM typed JOIN _files USING (file_id)
+    FROM checked JOIN _files USING (file_id)
 )
-SELECT file_id, line_no, is_header, session_s, started_at, v, j_side, j_attrs, t, event,
+SELECT file_id, line_no, is_header, t, event,
     CASE WHEN reason IS NULL AND NOT is_header THEN data END AS data, sid_key, seq, reason,
     -- measured once here, so metrics and exports add up a column instead of parsing again
     CASE WHEN reason IS NULL AND event = 'token' THEN length(data ->> 'text') END AS text_chars,
-    CASE WHEN reason IS NOT NULL THEN left(raw, {REJECT_PREVIEW}) END AS preview
+    -- a header line whole (for MARKS), the start of a rejected line (its preview)
+    CASE WHEN is_header THEN raw WHEN reason IS NOT NULL THEN left(raw, {REJECT_PREVIEW}) END AS raw
 FROM classified
 """
 
-# Every header line of the batch, valid or not: an invalid header ends the previous
-# positional session too, so the events under it are rejected instead of misattributed.
+# Every header line of the batch, valid or not, with its fields and the reason it is rejected
+# (NULL: a valid header): an invalid header ends the previous positional session too, so the
+# events under it are rejected instead of misattributed.
 MARKS = """
 CREATE OR REPLACE TEMP TABLE _marks AS
-SELECT file_id, line_no,
+WITH fields AS (
+    SELECT file_id, line_no, raw, f[1] AS j_session, f[2] AS j_started, f[3] AS j_v, f[4] AS j_side, f[5] AS j_attrs
+    FROM (SELECT file_id, line_no, raw, json_extract(raw, ['$.session', '$.started_at', '$.v', '$.side', '$.attrs']) AS f
+          FROM _parsed WHERE is_header)
+), typed AS (
+    SELECT *,
+        CASE WHEN json_type(j_session) = 'VARCHAR' THEN try_cast(j_session ->> '$' AS UUID)::VARCHAR END AS session_s,
+        CASE WHEN json_type(j_started) = 'VARCHAR' THEN try_cast(j_started ->> '$' AS TIMESTAMPTZ) END AS started_at,
+        -- yyjson types non-negative integers UBIGINT; try_cast drops those beyond BIGINT
+        CASE WHEN json_type(j_v) IN ('BIGINT', 'UBIGINT') THEN try_cast(j_v AS BIGINT) END AS v
+    FROM fields
+), checked AS (
+    SELECT *, CASE
+        WHEN session_s IS NULL THEN 'header: "session" is not a UUID string'
+        WHEN j_started IS NULL THEN 'header: missing field "started_at"'
+        WHEN started_at IS NULL THEN 'header: "started_at" is not an ISO-8601 timestamp'
+        WHEN j_v IS NOT NULL AND v IS NULL THEN 'header: "v" is not an integer'
+        WHEN j_side IS NOT NULL AND json_type(j_side) <> 'VARCHAR' THEN 'header: "side" is not a string'
+        WHEN j_attrs IS NOT NULL AND json_type(j_attrs) NOT IN ('OBJECT', 'NULL') THEN 'header: "attrs" is not an object'
+    END AS reason
+    FROM typed
+)
+SELECT file_id, line_no, reason,
     CASE WHEN reason IS NULL THEN session_s END AS session_id,
     coalesce(CASE WHEN reason IS NULL THEN j_side ->> '$' END, 'server') AS side,
-    coalesce(v, 0) AS v
-FROM _parsed WHERE is_header
+    coalesce(v, 0) AS v, started_at,
+    CASE WHEN json_type(j_attrs) = 'OBJECT' THEN j_attrs ELSE '{}'::JSON END AS attrs,
+    CASE WHEN reason IS NOT NULL THEN raw END AS raw
+FROM checked
 """
 
 # Positional events: the nearest header above, in this batch or carried from the last one.
@@ -358,12 +370,10 @@ SELECT session_id, side, seq, t, event, f[1], f[2], f[3], try_cast(f[4] AS DOUBL
 INSERT_HEADERS = """
 INSERT INTO _session_headers
 SELECT n.* FROM (
-    SELECT session_s AS session_id, coalesce(j_side ->> '$', 'server') AS side, f.path AS source_file,
-        line_no, started_at, coalesce(v, 0) AS v,
-        CASE WHEN json_type(j_attrs) = 'OBJECT' THEN j_attrs ELSE '{}'::JSON END AS attrs
-    FROM _parsed p JOIN _files f USING (file_id)
-    WHERE p.is_header AND p.reason IS NULL
-    QUALIFY row_number() OVER (PARTITION BY session_s, coalesce(j_side ->> '$', 'server'), f.path ORDER BY line_no) = 1
+    SELECT m.session_id, m.side, f.path AS source_file, m.line_no, m.started_at, m.v, m.attrs
+    FROM _marks m JOIN _files f USING (file_id)
+    WHERE m.reason IS NULL
+    QUALIFY row_number() OVER (PARTITION BY m.session_id, m.side, f.path ORDER BY m.line_no) = 1
 ) n
 ANTI JOIN _session_headers o USING (session_id, side, source_file)
 """
@@ -376,7 +386,9 @@ WITH hit AS (
         ON c.file_id = p.file_id AND c.line_no >= p.base AND c.line_no < p.base + p.n
 ), raw_lines AS ({_lines("hit")})
 SELECT f.path, r.line_no, r.reason, left(r.raw, {REJECT_PREVIEW}) FROM (
-    SELECT file_id, line_no, reason, preview AS raw FROM _parsed WHERE reason IS NOT NULL
+    SELECT file_id, line_no, reason, raw FROM _parsed WHERE reason IS NOT NULL
+    UNION ALL
+    SELECT file_id, line_no, reason, raw FROM _marks WHERE reason IS NOT NULL
     UNION ALL
     SELECT c.file_id, c.line_no, c.reason, l.raw FROM _cand_rejects c JOIN raw_lines l USING (file_id, line_no)
     UNION ALL
@@ -416,11 +428,12 @@ SELECT
     -- sessions of the batch with a stored summary: with none, nothing needs merging
     (SELECT count(*) FROM _batch_sessions b SEMI JOIN _session_stats s USING (session_id, side)) AS stored,
     (SELECT count(*) FROM _parsed) AS lines,
-    (SELECT count(*) FROM _parsed WHERE is_header AND reason IS NULL) AS headers,
+    (SELECT count(*) FROM _marks WHERE reason IS NULL) AS headers,
     (SELECT coalesce(sum(n), 0) FROM _batch_sessions) AS good_events,
     (SELECT coalesce(list({{'reason': reason, 'n': n}}), []) FROM (
         SELECT reason, count(*) AS n FROM (
             SELECT reason FROM _parsed WHERE reason IS NOT NULL
+            UNION ALL SELECT reason FROM _marks WHERE reason IS NOT NULL
             UNION ALL SELECT reason FROM _cand_rejects
         ) GROUP BY reason
     )) AS rejects
