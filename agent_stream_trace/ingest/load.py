@@ -1,14 +1,20 @@
 """One batch of blocks into the database, in one transaction with the read positions.
 
+    with staged_batch(con, blocks, states) as staged, transaction(con):
+        counts = load_batch(con, staged, states)
+
 Because the new events, headers, rejects, the to-do list of sessions to recompute and the
 files' new read offsets commit together, a kill -9 at any moment leaves the database as it
-was before the batch or after it, never between: the next run simply goes on.
+was before the batch or after it, never between: the next run simply goes on. The batch's
+lines are parsed into a temporary table before that transaction begins (staged_batch).
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import duckdb
@@ -71,18 +77,30 @@ def load_states(con: duckdb.DuckDBPyConnection) -> dict[str, FileState]:
     return {row[0]: FileState(*row) for row in rows}
 
 
-def load_batch(
-    con: duckdb.DuckDBPyConnection,
-    blocks: list[Block],
-    states: dict[str, FileState],
-    *,
-    persist_state: bool = True,
-) -> BatchCounts:
-    """Classify and store `blocks`; advance each file's state in the same transaction, which
-    the caller opens and commits (db.transaction).
+@dataclass(frozen=True)
+class StagedBatch:
+    """A batch whose lines are parsed (table _parsed), ready for load_batch."""
 
-    `states` holds each file's state *before* the batch (positional session carried in) and
-    must already carry the new size/mtime/head_hash; offsets and line counts are advanced here.
+    blocks: list[Block]
+    names: list[str]  # the batch's files, by file_id
+    pyrejects: list[tuple[int, int, str, str]]  # (file_id, line_no, reason, raw): found while reading
+
+
+# Connection errors of a line that is not JSON, for the fast parse (classify.PARSED_JSON).
+_NOT_JSON_ERRORS = (duckdb.InvalidInputException, duckdb.ConversionException)
+
+
+@contextmanager
+def staged_batch(
+    con: duckdb.DuckDBPyConnection, blocks: list[Block], states: dict[str, FileState],
+) -> Iterator[StagedBatch]:
+    """Register the batch's inputs and parse its lines, outside any transaction (open one after
+    this, for load_batch); the inputs are unregistered on leaving.
+
+    Why outside: the fast parse assumes every line is JSON (classify.PARSED_JSON: catching
+    the error of one that is not cost 11% of extracting the fields of all of them). A batch
+    with a line that is not fails it and is parsed again the safe way, and a failed statement
+    would have aborted a transaction around it.
     """
     order: dict[str, int] = {}
     for block in blocks:
@@ -111,42 +129,63 @@ def load_batch(
     con.register("_pieces", pieces)
     con.register("_files", files)
     con.register("_pyrejects", pyrejects_table)
-    counts = BatchCounts()
     try:
-        for sql in classify.STATEMENTS:
-            con.execute(sql)
-        repeats, maybe_stored, stored, lines, headers, good_events, rejects = con.execute(classify.BATCH_CHECK).fetchone()  # type: ignore[misc]
-        con.execute(classify.REPEATS if repeats else classify.NO_REPEATS)
-        if maybe_stored:
-            con.execute(classify.STORED_REPEATS)
-        if repeats or maybe_stored:
-            con.execute(classify.BATCH_STATS)  # summarised again without the dropped lines
-        (events,) = con.execute(classify.INSERT_EVENTS).fetchone()  # type: ignore[misc]
-        counts.lines, counts.headers, counts.events = lines, headers, events
-        counts.duplicates = good_events - events
-        counts.rejects.update({r["reason"]: r["n"] for r in rejects})
-        for _, _, reason, _ in pyrejects:
-            counts.rejects[reason] += 1
-        counts.lines += len(pyrejects)
-        for sql in stats.MERGE if maybe_stored else stats.MERGE_GROWN if stored else stats.MERGE_NEW:
-            con.execute(sql)
-        for sql in classify.WRITES:
-            con.execute(sql)
-        if counts.rejected:
-            con.execute(classify.INSERT_REJECTS)
-        for file_id, mark in con.execute(classify.LAST_MARKS).fetchall():
-            state = states[names[file_id]]
-            state.cur_session, state.cur_side = mark["session"], mark["side"]
-            state.cur_header_line, state.cur_v = mark["line"], mark["v"]
-        for block in blocks:
-            state = states[block.source.name]
-            state.byte_offset = block.end_offset
-            state.lines = block.first_line - 1 + block.line_count
-        if persist_state:
-            save_states(con, [states[n] for n in names])
+        try:
+            con.execute(classify.PARSED_JSON)
+        except _NOT_JSON_ERRORS:
+            con.execute(classify.PARSED)
+        yield StagedBatch(blocks, names, pyrejects)
     finally:
         for name in ("_pieces", "_files", "_pyrejects"):
             con.unregister(name)
+
+
+def load_batch(
+    con: duckdb.DuckDBPyConnection,
+    staged: StagedBatch,
+    states: dict[str, FileState],
+    *,
+    persist_state: bool = True,
+) -> BatchCounts:
+    """Classify and store a staged batch; advance each file's state in the same transaction,
+    which the caller opens and commits (db.transaction).
+
+    `states` holds each file's state *before* the batch (positional session carried in) and
+    must already carry the new size/mtime/head_hash; offsets and line counts are advanced here.
+    """
+    blocks, names, pyrejects = staged.blocks, staged.names, staged.pyrejects
+    counts = BatchCounts()
+    for sql in classify.STATEMENTS:
+        con.execute(sql)
+    repeats, maybe_stored, stored, lines, headers, good_events, rejects = con.execute(classify.BATCH_CHECK).fetchone()  # type: ignore[misc]
+    con.execute(classify.REPEATS if repeats else classify.NO_REPEATS)
+    if maybe_stored:
+        con.execute(classify.STORED_REPEATS)
+    if repeats or maybe_stored:
+        con.execute(classify.BATCH_STATS)  # summarised again without the dropped lines
+    (events,) = con.execute(classify.INSERT_EVENTS).fetchone()  # type: ignore[misc]
+    counts.lines, counts.headers, counts.events = lines, headers, events
+    counts.duplicates = good_events - events
+    counts.rejects.update({r["reason"]: r["n"] for r in rejects})
+    for _, _, reason, _ in pyrejects:
+        counts.rejects[reason] += 1
+    counts.lines += len(pyrejects)
+    for sql in stats.MERGE if maybe_stored else stats.MERGE_GROWN if stored else stats.MERGE_NEW:
+        con.execute(sql)
+    for sql in classify.WRITES:
+        con.execute(sql)
+    if counts.rejected:
+        con.execute(classify.INSERT_REJECTS)
+    for file_id, mark in con.execute(classify.LAST_MARKS).fetchall():
+        state = states[names[file_id]]
+        state.cur_session, state.cur_side = mark["session"], mark["side"]
+        state.cur_header_line, state.cur_v = mark["line"], mark["v"]
+    for block in blocks:
+        state = states[block.source.name]
+        state.byte_offset = block.end_offset
+        state.lines = block.first_line - 1 + block.line_count
+    if persist_state:
+        save_states(con, [states[n] for n in names])
     return counts
 
 

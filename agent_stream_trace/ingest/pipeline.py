@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import duckdb
 from ..config import resolve_open_window
 from ..db import connect, transaction
 from . import storage
-from .load import BatchCounts, FileState, load_batch, load_states, save_states
+from .load import BatchCounts, FileState, load_batch, load_states, save_states, staged_batch
 from .readahead import read_ahead
 from .reader import (
     BLOCK_BYTES,
@@ -102,11 +103,14 @@ def ingest_lines(
     block = make_block(source, data, 1, 0) if data else None
     report = IngestReport()
     started = time.perf_counter()
-    with transaction(con):
-        if block is not None:
-            report.add(load_batch(con, [block], {source_file: state}, persist_state=False))
-            report.bytes_read = len(data)
-        ingester.finish(report)
+    states = {source_file: state}
+    with ExitStack() as stack:
+        staged = stack.enter_context(staged_batch(con, [block], states)) if block is not None else None
+        with transaction(con):
+            if staged is not None:
+                report.add(load_batch(con, staged, states, persist_state=False))
+                report.bytes_read = len(data)
+            ingester.finish(report)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -155,19 +159,21 @@ class Ingester:
             if self.options.progress:
                 self.options.progress(report.bytes_read, total)
             if batch_bytes >= self.options.batch_bytes:
-                with transaction(self.con):
-                    report.add(load_batch(self.con, batch, states))
+                with staged_batch(self.con, batch, states) as staged, transaction(self.con):
+                    report.add(load_batch(self.con, staged, states))
                 batch, batch_bytes = [], 0
         # The last batch, the states of files it does not hold and the session rows commit
         # together: one commit less (a cron run is mostly fixed costs), and a kill between
         # them would only have left the rows to recompute next run.
-        storage.checkpoint_at_last_commit(self.con)
-        with transaction(self.con):
-            if batch:
-                report.add(load_batch(self.con, batch, states))
-            if settled:
-                save_states(self.con, settled)
-            self.finish(report)
+        with ExitStack() as stack:
+            staged = stack.enter_context(staged_batch(self.con, batch, states)) if batch else None
+            storage.checkpoint_at_last_commit(self.con)  # after staging: it commits on its own
+            with transaction(self.con):
+                if staged is not None:
+                    report.add(load_batch(self.con, staged, states))
+                if settled:
+                    save_states(self.con, settled)
+                self.finish(report)
         report.seconds = time.perf_counter() - started
         return report
 
