@@ -21,7 +21,14 @@ import duckdb
 from ..config import resolve_open_window
 from ..db import connect, transaction
 from . import storage
-from .load import BatchCounts, FileState, load_batch, load_states, save_states, staged_batch
+from .load import (
+    BatchCounts,
+    FileState,
+    load_batch,
+    load_states,
+    save_states,
+    staged_batch,
+)
 from .readahead import read_ahead
 from .reader import (
     BLOCK_BYTES,
