@@ -44,3 +44,31 @@ def test_ingest_compacts_when_its_runs_have_fragmented_events(tmp_path, db_path)
     assert row_groups(con) < storage.SLACK_ROW_GROUPS  # compacted at least once along the way
     assert con.execute("SELECT count(*) FROM events").fetchone() == ((storage.SLACK_ROW_GROUPS + 4) * 3,)
     con.close()
+
+
+def test_each_run_keeps_an_upper_bound_on_the_row_groups_of_events(tmp_path, db_path):
+    """Whether compaction is due is judged from a bound each run raises, not by counting the row
+    groups (which reads every segment's metadata): the bound must never be below the count."""
+    from ingest_support import new_sid, v1_session, write
+
+    from agent_stream_trace.ingest.pipeline import IngestOptions, ingest
+    from agent_stream_trace.simulate.generator import SimulationOptions, simulate
+
+    corpus = tmp_path / "corpus"
+    simulate(SimulationOptions(sessions=2200, seed=3, out=corpus, files=2))  # ~270k events: 3+ row groups
+
+    def bound_and_count() -> tuple[int, int]:
+        con = connect(db_path, read_only=True)
+        try:
+            return con.execute("SELECT bound FROM _events_row_groups").fetchone()[0], row_groups(con)
+        finally:
+            con.close()
+
+    ingest([corpus], IngestOptions(db=db_path, open_window=0, batch_bytes=8 << 20))  # several batches
+    first, count = bound_and_count()
+    assert first == count >= 3  # not known before the first run (NULL): counted, then kept
+    for run in range(1, 4):  # cron runs, each appending a little: one row group more at most
+        write(corpus / "worker-01.jsonl", v1_session(new_sid(), [(0.1, "token", {"text": "x"})]), mode="a")
+        ingest([corpus], IngestOptions(db=db_path, open_window=0))
+        bound, count = bound_and_count()
+        assert bound == first + run and bound >= count

@@ -24,6 +24,7 @@ from . import storage
 from .load import (
     BatchCounts,
     FileState,
+    StagedBatch,
     load_batch,
     load_states,
     save_states,
@@ -82,7 +83,7 @@ def ingest(paths: Iterable[str | os.PathLike[str]], options: IngestOptions = Ing
     storage.prepare(con)
     try:
         report = Ingester(con, options).run(sources)
-        fragmented = report.events > 0 and storage.is_fragmented(con)
+        fragmented = report.events > 0 and storage.events_fragmented(con)
     finally:
         con.close()
     if fragmented:
@@ -167,7 +168,7 @@ class Ingester:
                 self.options.progress(report.bytes_read, total)
             if batch_bytes >= self.options.batch_bytes:
                 with staged_batch(self.con, batch, states) as staged, transaction(self.con):
-                    report.add(load_batch(self.con, staged, states))
+                    self._store(staged, states, report)
                 batch, batch_bytes = [], 0
         # The last batch, the states of files it does not hold and the session rows commit
         # together: one commit less (a cron run is mostly fixed costs), and a kill between
@@ -177,12 +178,17 @@ class Ingester:
             storage.checkpoint_at_last_commit(self.con)  # after staging: it commits on its own
             with transaction(self.con):
                 if staged is not None:
-                    report.add(load_batch(self.con, staged, states))
+                    self._store(staged, states, report)
                 if settled:
                     save_states(self.con, settled)
                 self.finish(report)
         report.seconds = time.perf_counter() - started
         return report
+
+    def _store(self, staged: StagedBatch, states: dict[str, FileState], report: IngestReport) -> None:
+        counts = load_batch(self.con, staged, states)
+        storage.raise_row_group_bound(self.con, storage.row_groups_added(counts.events))
+        report.add(counts)
 
     def _read(self, plans: list[tuple[Source, FileState, bool]]) -> Iterator[tuple[FileState, Block | ReadOutcome]]:
         """Every file's blocks, then its ReadOutcome. Runs in the read-ahead thread: it reads

@@ -5,7 +5,9 @@ run appends a partly filled row group to `events`, so every run's closing checkp
 the previous one too: measured 0.2 s on a 2.5M-event database whatever the run added (a
 cron run adding 1% of lines spent more on that than on the lines). Compaction is off while
 ingesting and is done in one go once the table holds far more row groups than its rows need,
-so its cost is spread over the runs that fragmented it.
+so its cost is spread over the runs that fragmented it. Whether it is due is first judged
+from an upper bound on the table's row groups that each run raises (`_events_row_groups`):
+counting them exactly reads every segment's metadata, which grows with the table.
 """
 
 from __future__ import annotations
@@ -49,13 +51,45 @@ def checkpoint_at_last_commit(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"SET checkpoint_threshold = '{LAST_COMMIT_THRESHOLD}'")
 
 
-def is_fragmented(con: duckdb.DuckDBPyConnection, table: str = "events") -> bool:
-    (rows,) = con.execute(f"SELECT count(*) FROM {table}").fetchone()  # type: ignore[misc]
+def row_groups_added(rows: int) -> int:
+    """At most how many row groups appending `rows` in one transaction adds to a table: its
+    full ones and one partly filled (DuckDB writes a large append's row groups as it goes)."""
+    return -(-rows // ROW_GROUP_ROWS)
+
+
+def raise_row_group_bound(con: duckdb.DuckDBPyConnection, added: int) -> None:
+    """Inside the transaction that appended the rows: `events` may now have `added` more."""
+    if added:
+        con.execute("UPDATE _events_row_groups SET bound = bound + ?", [added])
+
+
+def _too_many(rows: int, groups: int) -> bool:
+    return groups > 2 * row_groups_added(rows) + SLACK_ROW_GROUPS
+
+
+def _row_groups(con: duckdb.DuckDBPyConnection, table: str) -> int:
     (groups,) = con.execute(
         "SELECT count(DISTINCT row_group_id) FROM pragma_storage_info(?) WHERE column_id = 0", [table]
     ).fetchone()  # type: ignore[misc]
-    needed = -(-rows // ROW_GROUP_ROWS)
-    return groups > 2 * needed + SLACK_ROW_GROUPS
+    return int(groups)
+
+
+def is_fragmented(con: duckdb.DuckDBPyConnection, table: str = "events") -> bool:
+    """Does `table` hold far more row groups than its rows need? Counted exactly."""
+    (rows,) = con.execute(f"SELECT count(*) FROM {table}").fetchone()  # type: ignore[misc]
+    return _too_many(rows, _row_groups(con, table))
+
+
+def events_fragmented(con: duckdb.DuckDBPyConnection) -> bool:
+    """is_fragmented for `events`, after an ingest run (a read-write connection): counted exactly
+    only when the bound says it may be, or is not known; the exact count then becomes the bound."""
+    (rows,) = con.execute("SELECT count(*) FROM events").fetchone()  # type: ignore[misc]
+    (bound,) = con.execute("SELECT bound FROM _events_row_groups").fetchone()  # type: ignore[misc]
+    if bound is not None and not _too_many(rows, bound):
+        return False
+    groups = _row_groups(con, "events")
+    con.execute("UPDATE _events_row_groups SET bound = ?", [groups])
+    return _too_many(rows, groups)
 
 
 def compact(db: str | os.PathLike[str] | None) -> None:
@@ -67,5 +101,6 @@ def compact(db: str | os.PathLike[str] | None) -> None:
         con.execute("CREATE TABLE _compacting (started TIMESTAMPTZ)")
         con.execute("DROP TABLE _compacting")
         con.execute("CHECKPOINT")
+        con.execute("UPDATE _events_row_groups SET bound = ?", [_row_groups(con, "events")])
     finally:
         con.close()
