@@ -362,13 +362,15 @@ SELECT c.session_id, c.side, c.seq, c.t, c.event, c.data, f.path, c.line_no, c.t
 BATCH_STATS = _batch_stats(_new_events("JOIN _batch_sessions b USING (session_id, side)"))
 
 # The tool events, which tool_calls pairs up at the end of the run (sessions.py): the fields
-# it needs, read with one parse of each event's data.
+# it needs, read with one parse of each event's data. The range test says the same as the IN
+# list, but DuckDB applies a range while scanning and fetches the other columns only for the
+# lines in it (an IN list it applies afterwards, to every line: 12% more instructions).
 INSERT_TOOL_EVENTS = f"""
 INSERT INTO _tool_events
 SELECT session_id, side, seq, t, event, f[1], f[2], f[3], try_cast(f[4] AS DOUBLE) FROM (
     SELECT c.session_id, c.side, c.seq, c.t, c.event,
         json_extract_string(c.data, ['$.tool_use_id', '$.tool_name', '$.status', '$.duration_ms']) AS f
-    {_new_events(where="c.event IN ('tool_use', 'tool_result')")}
+    {_new_events(where="c.event BETWEEN 'tool_result' AND 'tool_use' AND c.event IN ('tool_use', 'tool_result')")}
 )
 """
 
