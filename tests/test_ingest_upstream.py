@@ -71,3 +71,21 @@ def test_tool_calls_pair_use_and_result_with_latency(upstream_sequential, db_pat
     got = {(sid, tid): (status, None if lat is None else round(lat, 6)) for sid, tid, status, lat in rows(
         db_path, "SELECT session_id, tool_use_id, status, latency_ms FROM tool_calls")}
     assert got == expected
+
+
+def test_ambiguity_found_across_runs_is_the_same_as_in_one(upstream_concurrent, tmp_path):
+    """A v0 recording read in pieces (a cron run every few lines, appended files marked later)
+    ends with the same attribution as one read whole: a session marked ambiguous in a later run
+    spreads to the unfinished sessions of earlier runs in the same file."""
+    lines = upstream_concurrent.read_text().splitlines(keepends=True)
+    whole = tmp_path / "whole.duckdb"
+    ingest([upstream_concurrent], IngestOptions(db=whole, open_window=0))
+    growing, pieces = tmp_path / "concurrent.jsonl", tmp_path / "pieces.duckdb"
+    step = len(lines) // 5 + 1
+    for start in range(0, len(lines), step):
+        with open(growing, "a") as f:
+            f.writelines(lines[start:start + step])
+        ingest([growing], IngestOptions(db=pieces, open_window=0))
+    query = "SELECT session_id, outcome, attribution FROM sessions ORDER BY session_id"
+    assert rows(pieces, query) == rows(whole, query)
+    assert {a for _, _, a in rows(pieces, query)} == {"ambiguous"}

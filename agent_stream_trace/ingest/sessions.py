@@ -147,7 +147,10 @@ UPDATE sessions s SET attribution = 'ambiguous'
 FROM sessions a
 WHERE a.attribution = 'ambiguous' AND s.attribution = 'positional' AND s.outcome <> 'done'
   AND a.source_file = s.source_file
-  AND a.source_file IN (SELECT source_file FROM _rows)
+  -- files where a session just recomputed is v0: a pair of sessions neither of which was
+  -- recomputed is as an earlier run left it, and v1 sessions are never marked. A run of v1
+  -- sessions then reads no session at all (the update read `sessions` twice, every run).
+  AND a.source_file IN (SELECT source_file FROM _rows WHERE attribution <> 'exact')
   AND s.started_at <= a.ended_at
   AND a.started_at <= s.ended_at + to_microseconds(($horizon * 1e6)::BIGINT)
 """
