@@ -86,7 +86,7 @@ class StagedBatch:
     pyrejects: list[tuple[int, int, str, str]]  # (file_id, line_no, reason, raw): found while reading
 
 
-# Connection errors of a line that is not JSON, for the fast parse (classify.PARSED_JSON).
+# What DuckDB raises for a line that is not JSON in the fast parse (classify.PARSED_JSON).
 _NOT_JSON_ERRORS = (duckdb.InvalidInputException, duckdb.ConversionException)
 
 

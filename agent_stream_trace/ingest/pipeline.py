@@ -176,11 +176,11 @@ class Ingester:
         # together: one commit less (a cron run is mostly fixed costs), and a kill between
         # them would only have left the rows to recompute next run.
         with ExitStack() as stack:
-            staged = stack.enter_context(staged_batch(self.con, batch, states)) if batch else None
+            last = stack.enter_context(staged_batch(self.con, batch, states)) if batch else None
             storage.checkpoint_at_last_commit(self.con)  # after staging: it commits on its own
             with transaction(self.con):
-                if staged is not None:
-                    self._store(staged, states, report)
+                if last is not None:
+                    self._store(last, states, report)
                 if settled:
                     save_states(self.con, settled)
                 self.finish(report)
@@ -189,7 +189,7 @@ class Ingester:
 
     def _store(self, staged: StagedBatch, states: dict[str, FileState], report: IngestReport) -> None:
         counts = load_batch(self.con, staged, states)
-        storage.raise_row_group_bound(self.con, storage.row_groups_added(counts.events))
+        storage.raise_row_group_bound(self.con, storage.row_groups_for(counts.events))
         report.add(counts)
 
     def _read(self, plans: list[tuple[Source, FileState, bool]]) -> Iterator[tuple[FileState, Block | ReadOutcome]]:

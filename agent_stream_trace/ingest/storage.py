@@ -51,9 +51,10 @@ def checkpoint_at_last_commit(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"SET checkpoint_threshold = '{LAST_COMMIT_THRESHOLD}'")
 
 
-def row_groups_added(rows: int) -> int:
-    """At most how many row groups appending `rows` in one transaction adds to a table: its
-    full ones and one partly filled (DuckDB writes a large append's row groups as it goes)."""
+def row_groups_for(rows: int) -> int:
+    """How many row groups `rows` rows fill: the fewest a table of them needs, and the most that
+    appending them in one transaction adds (its full ones and one partly filled: DuckDB writes a
+    large append's row groups as it goes)."""
     return -(-rows // ROW_GROUP_ROWS)
 
 
@@ -64,7 +65,7 @@ def raise_row_group_bound(con: duckdb.DuckDBPyConnection, added: int) -> None:
 
 
 def _too_many(rows: int, groups: int) -> bool:
-    return groups > 2 * row_groups_added(rows) + SLACK_ROW_GROUPS
+    return groups > 2 * row_groups_for(rows) + SLACK_ROW_GROUPS
 
 
 def _row_groups(con: duckdb.DuckDBPyConnection, table: str) -> int:
