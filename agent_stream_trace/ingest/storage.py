@@ -89,9 +89,14 @@ def events_fragmented(con: duckdb.DuckDBPyConnection) -> bool:
     (bound,) = con.execute("SELECT max(bound) FROM _events_row_groups").fetchone()  # type: ignore[misc]
     if bound is not None and not _too_many(rows, bound):
         return False
+    return _too_many(rows, _recount_bound(con))
+
+
+def _recount_bound(con: duckdb.DuckDBPyConnection) -> int:
+    """Count the row groups of `events` exactly and keep the count as the bound."""
     groups = _row_groups(con, "events")
     con.execute("UPDATE _events_row_groups SET bound = ?", [groups])
-    return _too_many(rows, groups)
+    return groups
 
 
 def compact(db: str | os.PathLike[str] | None) -> None:
@@ -103,6 +108,6 @@ def compact(db: str | os.PathLike[str] | None) -> None:
         con.execute("CREATE TABLE _compacting (started TIMESTAMPTZ)")
         con.execute("DROP TABLE _compacting")
         con.execute("CHECKPOINT")
-        con.execute("UPDATE _events_row_groups SET bound = ?", [_row_groups(con, "events")])
+        _recount_bound(con)
     finally:
         con.close()
