@@ -72,3 +72,13 @@ def test_each_run_keeps_an_upper_bound_on_the_row_groups_of_events(tmp_path, db_
         ingest([corpus], IngestOptions(db=db_path, open_window=0))
         bound, count = bound_and_count()
         assert bound == first + run and bound >= count
+
+
+def test_a_run_with_little_to_read_uses_one_thread_and_a_large_one_keeps_all(tmp_path):
+    con = connect(tmp_path / "db.duckdb")
+    threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
+    storage.fit_threads(con, storage.ONE_THREAD_BELOW_BYTES)  # as much as that: not small
+    assert con.execute("SELECT current_setting('threads')").fetchone()[0] == threads
+    storage.fit_threads(con, storage.ONE_THREAD_BELOW_BYTES - 1)
+    assert con.execute("SELECT current_setting('threads')").fetchone()[0] == 1
+    con.close()

@@ -138,6 +138,7 @@ class Ingester:
         report = IngestReport(files=len(sources))
         states = load_states(self.con)
         total = _pending_bytes(sources, states)
+        storage.fit_threads(self.con, total)  # the connection is the run's own (ingest())
         plans: list[tuple[Source, FileState, bool]] = []
         for source in sources:
             state, final = self._prepare(source, states)
