@@ -52,9 +52,10 @@ def checkpoint_at_last_commit(con: duckdb.DuckDBPyConnection) -> None:
 
 
 # A run with little to read (a cron run's appended lines) gains nothing from a second thread:
-# its statements are too small to split, and waking and joining the thread costs more than it
-# gives. Measured on a 2.5M-line database, runs appending 3 MB: ~8% less time and ~25% less
-# CPU on one thread; 16 MB: the same time either way; 63 MB: two threads 35% faster.
+# its statements are too small to split well, and the second thread's work is spent waking and
+# joining. Measured on a 2.5M-line database, CLI runs appending 3 MB (16 each, paired): the
+# same time within noise (0.51 against 0.52 s) and ~9% less CPU on one thread; 16 MB: the same
+# time either way; 63 MB: two threads 35% faster.
 ONE_THREAD_BELOW_BYTES = 8 << 20
 
 
