@@ -82,3 +82,42 @@ def test_a_run_with_little_to_read_uses_one_thread_and_a_large_one_keeps_all(tmp
     storage.fit_threads(con, storage.ONE_THREAD_BELOW_BYTES - 1)
     assert con.execute("SELECT current_setting('threads')").fetchone()[0] == 1
     con.close()
+
+
+def test_a_run_reads_on_one_thread_only_when_it_knows_it_has_little_to_read(tmp_path, monkeypatch):
+    import gzip
+    import io
+    import sys
+
+    from ingest_support import new_sid, v1_session, write
+
+    from agent_stream_trace.ingest.pipeline import Ingester, IngestOptions
+    from agent_stream_trace.ingest.sources import resolve_sources
+
+    plain = write(tmp_path / "small.jsonl", v1_session(new_sid(), [(0.1, "token", {"text": "x"})]))
+    packed = tmp_path / "small.jsonl.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(plain.read_bytes())))
+
+    def threads_after_a_run(path: str, db: str) -> int:
+        con = connect(tmp_path / db)
+        storage.prepare(con)
+        con.execute("SET threads = 4")  # a known start, whatever this machine's default
+        report = Ingester(con, IngestOptions(open_window=0)).run(resolve_sources([path]))
+        assert report.headers == 1  # the run did read the session
+        try:
+            return con.execute("SELECT current_setting('threads')").fetchone()[0]
+        finally:
+            con.close()
+
+    assert threads_after_a_run(str(plain), "plain.duckdb") == 1  # size known, and small
+    assert threads_after_a_run(str(packed), "packed.duckdb") == 4  # .gz: decompressed size unknown
+    assert threads_after_a_run("-", "stdin.duckdb") == 4  # stdin: size unknown
+
+
+def test_an_unknown_amount_to_read_keeps_every_thread(tmp_path):
+    con = connect(tmp_path / "db.duckdb")
+    con.execute("SET threads = 4")
+    storage.fit_threads(con, None)
+    assert con.execute("SELECT current_setting('threads')").fetchone()[0] == 4
+    con.close()

@@ -138,7 +138,6 @@ class Ingester:
         report = IngestReport(files=len(sources))
         states = load_states(self.con)
         total = _pending_bytes(sources, states)
-        storage.fit_threads(self.con, total)  # the connection is the run's own (ingest())
         plans: list[tuple[Source, FileState, bool]] = []
         for source in sources:
             state, final = self._prepare(source, states)
@@ -147,6 +146,7 @@ class Ingester:
                 continue
             state.complete = False  # until every block read below is committed
             plans.append((source, state, final))
+        storage.fit_threads(self.con, _bytes_to_read(plans))  # the connection is the run's own (ingest())
         batch: list[Block] = []
         batch_bytes = 0
         # Files whose final state no pending batch will save (their last block was flushed
@@ -249,6 +249,17 @@ def _read_head(path: Path, limit: int) -> str | None:
             return head_hash(f.read(n))
     except OSError:
         return None
+
+
+def _bytes_to_read(plans: list[tuple[Source, FileState, bool]]) -> int | None:
+    """How many bytes the planned reads take, or None when that is not known before reading:
+    standard input, or a .gz file (its offset counts decompressed bytes, its size compressed)."""
+    total = 0
+    for source, state, _ in plans:
+        if source.path is None or source.gzipped:
+            return None
+        total += max(state.size - state.byte_offset, 0)
+    return total
 
 
 def _pending_bytes(sources: list[Source], states: dict[str, FileState]) -> int:

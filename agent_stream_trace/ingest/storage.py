@@ -59,10 +59,11 @@ def checkpoint_at_last_commit(con: duckdb.DuckDBPyConnection) -> None:
 ONE_THREAD_BELOW_BYTES = 8 << 20
 
 
-def fit_threads(con: duckdb.DuckDBPyConnection, pending_bytes: int) -> None:
-    """One DuckDB thread for a run with less than ONE_THREAD_BELOW_BYTES to read (an ingest
-    connection of its own: the setting is the database instance's)."""
-    if pending_bytes < ONE_THREAD_BELOW_BYTES:
+def fit_threads(con: duckdb.DuckDBPyConnection, pending_bytes: int | None) -> None:
+    """One DuckDB thread for a run with less than ONE_THREAD_BELOW_BYTES to read; all of them
+    when that is not known (None: stdin, .gz). For an ingest connection of its own: the setting
+    is the database instance's."""
+    if pending_bytes is not None and pending_bytes < ONE_THREAD_BELOW_BYTES:
         con.execute("SET threads = 1")
 
 
