@@ -137,7 +137,6 @@ class Ingester:
         started = time.perf_counter()
         report = IngestReport(files=len(sources))
         states = load_states(self.con)
-        total = _pending_bytes(sources, states)
         plans: list[tuple[Source, FileState, bool]] = []
         for source in sources:
             state, final = self._prepare(source, states)
@@ -146,7 +145,9 @@ class Ingester:
                 continue
             state.complete = False  # until every block read below is committed
             plans.append((source, state, final))
-        storage.fit_threads(self.con, _bytes_to_read(plans))  # the connection is the run's own (ingest())
+        # Sizes as _prepare just found them: the files are not stat'ed a second time.
+        total, exact = _bytes_to_read(plans)
+        storage.fit_threads(self.con, total if exact else None)  # the connection is the run's own (ingest())
         batch: list[Block] = []
         batch_bytes = 0
         # Files whose final state no pending batch will save (their last block was flushed
@@ -251,28 +252,16 @@ def _read_head(path: Path, limit: int) -> str | None:
         return None
 
 
-def _bytes_to_read(plans: list[tuple[Source, FileState, bool]]) -> int | None:
-    """How many bytes the planned reads take, or None when that is not known before reading:
-    standard input, or a .gz file (its offset counts decompressed bytes, its size compressed)."""
-    total = 0
+def _bytes_to_read(plans: list[tuple[Source, FileState, bool]]) -> tuple[int, bool]:
+    """About how many bytes the planned reads take (a progress bar's total), and whether that
+    is exact. It is not for standard input (counted 0: its size is not known) or a .gz file
+    (counted by its compressed size: its offset counts decompressed bytes)."""
+    total, exact = 0, True
     for source, state, _ in plans:
         if source.path is None or source.gzipped:
-            return None
-        total += max(state.size - state.byte_offset, 0)
-    return total
-
-
-def _pending_bytes(sources: list[Source], states: dict[str, FileState]) -> int:
-    """About how many bytes this run will read (a progress bar's total; .gz counts compressed)."""
-    total = 0
-    for s in sources:
-        if s.path is None:
-            continue
-        try:
-            size = s.path.stat().st_size
-        except OSError:
-            continue
-        state = states.get(s.name)
-        total += max(size - (state.byte_offset if state and not s.gzipped else 0), 0)
-    return total
+            exact = False
+            total += state.size if source.gzipped else 0
+        else:
+            total += max(state.size - state.byte_offset, 0)
+    return total, exact
 
