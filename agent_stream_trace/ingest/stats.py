@@ -45,7 +45,7 @@ def summarise(rows: str) -> str:
         max_by(t, seq) AS last_t,
         max(try_cast(data ->> 'turn_number' AS INTEGER)) FILTER (WHERE event = 'turn') AS max_turn,
         count(*) FILTER (WHERE event = 'tool_use') AS tool_calls,
-        count(*) FILTER (WHERE event = 'tool_result' AND data ->> 'status' = 'error') AS tool_errors,
+        count(*) FILTER (WHERE event = 'tool_result' AND (data ->> 'status') = 'error') AS tool_errors,
         count(*) FILTER (WHERE event = 'error') AS errors,
         count(*) FILTER (WHERE event = 'done') AS dones,
         max(seq) FILTER (WHERE event = 'done') AS done_seq,
