@@ -130,10 +130,17 @@ def staged_batch(
     con.register("_files", files)
     con.register("_pyrejects", pyrejects_table)
     try:
+        # The parsed lines' order is their (file_id, line_no), not where they are stored; an
+        # order-preserving parallel write costs the parse ~15% on two threads (measured).
+        con.execute("SET preserve_insertion_order = false")
         try:
             con.execute(classify.PARSED_JSON)
         except _NOT_JSON_ERRORS:
             con.execute(classify.PARSED)
+        finally:
+            con.execute("RESET preserve_insertion_order")
+        if unterminated:
+            con.execute(classify.TRUNCATED)
         yield StagedBatch(blocks, names, pyrejects)
     finally:
         for name in ("_pieces", "_files", "_pyrejects"):
