@@ -29,38 +29,43 @@ def metric_rows(alias: str) -> str:
 def summarise(rows: str) -> str:
     """SQL: one summary per `k` of the event rows in `rows` (k, seq, t, event, data, text_chars).
     Exact when each (k, seq) appears once (the ingester stores every (session, side, seq)
-    once); `repeats` counts the rows that break that."""
+    once); `repeats` counts the rows that break that.
+
+    Each aggregate of some rows only takes the others as NULL (a CASE), which aggregates skip:
+    DuckDB evaluates a FILTER clause per aggregate, and 17 of them cost ~15% more CPU than the
+    same aggregates of CASEs (measured on a 76 MB batch, medians of 15 runs, same results).
+    max_by skips a row whose `by` is NULL, so the CASE goes there."""
     return f"""
     SELECT k,
         count(*) AS recorded,
-        count(*) FILTER (WHERE NOT starts_with(event, '_')) AS event_count,
-        count(*) FILTER (WHERE event = 'token') AS token_events,
+        count(CASE WHEN NOT starts_with(event, '_') THEN 1 END) AS event_count,
+        count(CASE WHEN event = 'token' THEN 1 END) AS token_events,
         -- text_chars is length(data->>'text') measured at ingest; computed here for rows without it
-        coalesce(sum(coalesce(text_chars, length(data ->> 'text'))) FILTER (WHERE event = 'token'), 0) AS token_chars,
-        min(t) FILTER (WHERE event = 'token') AS first_token_t,
-        max(t) FILTER (WHERE event = 'token') AS last_token_t,
+        coalesce(sum(CASE WHEN event = 'token' THEN coalesce(text_chars, length(data ->> 'text')) END), 0) AS token_chars,
+        min(CASE WHEN event = 'token' THEN t END) AS first_token_t,
+        max(CASE WHEN event = 'token' THEN t END) AS last_token_t,
         min(seq) AS first_seq,
         min_by(t, seq) AS first_t,
         max(seq) AS max_seq,
         max_by(t, seq) AS last_t,
-        max(try_cast(data ->> 'turn_number' AS INTEGER)) FILTER (WHERE event = 'turn') AS max_turn,
-        count(*) FILTER (WHERE event = 'tool_use') AS tool_calls,
-        count(*) FILTER (WHERE event = 'tool_result' AND (data ->> 'status') = 'error') AS tool_errors,
-        count(*) FILTER (WHERE event = 'error') AS errors,
-        count(*) FILTER (WHERE event = 'done') AS dones,
-        max(seq) FILTER (WHERE event = 'done') AS done_seq,
-        max_by(data, seq) FILTER (WHERE event = 'done') AS done_data,
-        max(seq) FILTER (WHERE event = '_end') AS end_seq,
-        max_by(data, seq) FILTER (WHERE event = '_end') AS end_data,
-        max(seq) FILTER (WHERE NOT starts_with(event, '_')) AS last_wire_seq,
+        max(CASE WHEN event = 'turn' THEN try_cast(data ->> 'turn_number' AS INTEGER) END) AS max_turn,
+        count(CASE WHEN event = 'tool_use' THEN 1 END) AS tool_calls,
+        count(CASE WHEN event = 'tool_result' AND (data ->> 'status') = 'error' THEN 1 END) AS tool_errors,
+        count(CASE WHEN event = 'error' THEN 1 END) AS errors,
+        count(CASE WHEN event = 'done' THEN 1 END) AS dones,
+        max(CASE WHEN event = 'done' THEN seq END) AS done_seq,
+        max_by(data, CASE WHEN event = 'done' THEN seq END) AS done_data,
+        max(CASE WHEN event = '_end' THEN seq END) AS end_seq,
+        max_by(data, CASE WHEN event = '_end' THEN seq END) AS end_data,
+        max(CASE WHEN NOT starts_with(event, '_') THEN seq END) AS last_wire_seq,
         max(gap) AS max_gap_s,
         -- where the longest silence ended; the first of equally long ones (t is rounded to 1 ms)
-        max_by({{'seq': seq, 't': t}}, {{'gap': gap, 'first': -seq}}) FILTER (WHERE gap IS NOT NULL) AS max_gap_end,
+        max_by({{'seq': seq, 't': t}}, CASE WHEN gap IS NOT NULL THEN {{'gap': gap, 'first': -seq}} END) AS max_gap_end,
         min(gap) AS min_gap,
         -- rows that repeat the seq before them: none where each (k, seq) appears once; the
         -- ingester summarises a batch before it drops repeated lines, and drops (and
         -- summarises again) only when this says there are some (classify.py)
-        count(*) FILTER (WHERE seq = prev_seq) AS repeats
+        count(CASE WHEN seq = prev_seq THEN 1 END) AS repeats
     FROM (SELECT *, t - lag(t) OVER w AS gap, lag(seq) OVER w AS prev_seq FROM ({rows})
           WINDOW w AS (PARTITION BY k ORDER BY seq))
     GROUP BY k
