@@ -1,6 +1,6 @@
 """SQL that turns a batch of raw lines into headers, events and rejects.
 
-Inputs (registered by load.py): `_pieces` (file_id, base, n, chunk BLOB: whole lines) and
+Inputs (registered by load.py): `_pieces` (file_id, base, n, chunk: whole lines) and
 `_files` (file_id, path, the positional state carried from the previous batch: cur_session,
 cur_side, cur_header_line, cur_v, and unterminated_line: see TRUNCATED). Everything runs
 inside DuckDB over whole batches; no Python touches a single line.
@@ -37,7 +37,7 @@ def _lines(pieces: str) -> str:
     FROM (
         SELECT file_id, base, n, bom, unnest(parts) AS raw, generate_subscripts(parts, 1) AS i
         FROM (SELECT file_id, base, n, contains(text, chr(65279)) AS bom, string_split(text, chr(10)) AS parts
-              FROM (SELECT file_id, base, n, decode(chunk) AS text FROM {pieces}))
+              FROM (SELECT file_id, base, n, chunk AS text FROM {pieces}))
     )
     WHERE i <= n AND (starts_with(raw, '{{') OR (raw <> ''
         AND (strpos({WS}, left(raw, 1)) = 0 OR trim(raw, {WS}) <> '')))

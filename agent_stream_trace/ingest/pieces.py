@@ -51,7 +51,12 @@ def cut_pieces(data: bytes | bytearray) -> Pieces:
 
 
 def pieces_table(blocks: list[Block], file_ids: list[int]) -> pa.Table:
-    """Columns: file_id, base (line number of the piece's first line), n (lines), chunk (BLOB)."""
+    """Columns: file_id, base (line number of the piece's first line), n (lines), chunk (text).
+
+    The chunks are typed as text, not bytes: the reader has checked every block for invalid
+    UTF-8 and NUL bytes and blanked such lines (reader.sanitize), so DuckDB can take them as
+    VARCHAR as they are. As BLOBs they had to be copied and checked again (`decode`): ~5% of
+    the parse's CPU (measured on a 76 MB batch, medians of 9 runs)."""
     chunks: list[pa.Array] = []
     ids: list[int] = []
     bases: list[int] = []
@@ -67,11 +72,11 @@ def pieces_table(blocks: list[Block], file_ids: list[int]) -> pa.Table:
             line += n
         ends = block.pieces.ends
         chunks.append(
-            pa.LargeBinaryArray.from_buffers(
-                pa.large_binary(), len(ends) - 1, [None, pa.py_buffer(ends), pa.py_buffer(block.data)]
+            pa.Array.from_buffers(
+                pa.large_string(), len(ends) - 1, [None, pa.py_buffer(ends), pa.py_buffer(block.data)]
             )
         )
-    chunk_col = pa.chunked_array(chunks, type=pa.large_binary())
+    chunk_col = pa.chunked_array(chunks, type=pa.large_string())
     table = pa.table(
         {
             "file_id": pa.array(ids, pa.int32()),
