@@ -305,6 +305,14 @@ def m010_events_row_group_bound(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("CREATE TABLE _events_row_groups (bound BIGINT); INSERT INTO _events_row_groups VALUES (NULL)")
 
 
+@migration
+def m011_session_stats_unkeyed(con: duckdb.DuckDBPyConnection) -> None:
+    # The ingester replaces a session's summary itself (a DELETE and an INSERT in one
+    # transaction, ingest/stats.py); the primary key's index cost ~2 us per summary inserted
+    # and was written again at every checkpoint (~3 ms of a cron run).
+    _drop_primary_key(con, "_session_stats", ("session_id", "side"))
+
+
 def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Apply pending migrations; return the names applied. Safe to call from every entry point."""
     con.execute(

@@ -178,7 +178,8 @@ def test_migration_fills_text_chars_of_events_stored_before_it(tmp_path):
                 " ('s', 'server', 2, 0.2, 'turn', '{\"turn_number\": 2}', 'f', 3)")
     assert migrations.migrate(con) == ["m004_token_text_chars", "m005_session_stats", "m006_tool_event_fields",
                                        "m007_drop_session_seq", "m008_dirty_sessions_unkeyed",
-                                       "m009_session_headers_unkeyed", "m010_events_row_group_bound"]
+                                       "m009_session_headers_unkeyed", "m010_events_row_group_bound",
+                                       "m011_session_stats_unkeyed"]
     assert con.execute("SELECT seq, text_chars FROM events ORDER BY seq").fetchall() == [(1, 5), (2, None)]
 
 

@@ -111,23 +111,33 @@ STATS_COLUMNS = (
     "end_data, last_wire_seq, max_gap_s, max_gap_end, min_gap"
 )
 
-_UPSERT_COLUMNS = STATS_COLUMNS.replace(
+_MERGED_COLUMNS = STATS_COLUMNS.replace(
     "max_gap_end", "CASE WHEN best_gap IS NOT NULL THEN {'seq': best_gap.seq, 't': best_gap.t} END AS max_gap_end")
 
 # `_batch_stats` (session_id, side, the summary columns): the batch's new events, summarised.
 # New and grown sessions get the merged summary; the others are marked stale (refresh_sessions
-# summarises them again from `events`).
+# summarises them again from `events`). `_session_stats` has no key (m011): its index cost
+# ~2 us per summary inserted (~40 ms of a first run) and was written again at every
+# checkpoint, so a merged summary replaces the stored one by a DELETE and an INSERT, in the
+# batch's transaction.
+_REPLACE_MERGED = (
+    """
+    DELETE FROM _session_stats s USING _merged m
+    WHERE s.session_id = m.session_id AND s.side = m.side AND m.stale IS NOT TRUE
+    """,
+    f"""
+    INSERT INTO _session_stats (session_id, side, {STATS_COLUMNS})
+    SELECT session_id, side, {_MERGED_COLUMNS}
+    FROM _merged WHERE stale IS NOT TRUE
+    """,
+)
 MERGE = (
     f"""
     CREATE OR REPLACE TEMP TABLE _merged AS
     SELECT n.session_id, n.side, n.first_seq <= o.max_seq AS stale, {_MERGED}
     FROM _batch_stats n LEFT JOIN _session_stats o USING (session_id, side)
     """,
-    f"""
-    INSERT OR REPLACE INTO _session_stats (session_id, side, {STATS_COLUMNS})
-    SELECT session_id, side, {_UPSERT_COLUMNS}
-    FROM _merged WHERE stale IS NOT TRUE
-    """,
+    *_REPLACE_MERGED,
     """
     INSERT INTO _stale_sessions SELECT session_id, side FROM _merged WHERE stale
     ON CONFLICT DO NOTHING
@@ -136,29 +146,26 @@ MERGE = (
 
 # The same merge for a batch in which no session can be stale: every session's new events all
 # come after its stored ones (classify.py's _MAYBE_STORED finds none at or below a summary's
-# max_seq, and none of them is stale). Two statements instead of three: the sessions with a
-# stored summary are upserted with the merge, then the new ones (most of them) are inserted as
-# summarised, which is what the merge with no stored summary gives (least/greatest skip NULLs),
-# without the upsert's conflict checks (measured: 208 rows 12.6 ms upserted, 1.9 ms inserted).
-# In this order: inserted first, the new sessions would be merged with themselves.
-_UPSERT_GROWN = f"""
-    INSERT OR REPLACE INTO _session_stats (session_id, side, {STATS_COLUMNS})
-    SELECT session_id, side, {_UPSERT_COLUMNS} FROM (
-        SELECT n.session_id, n.side, {_MERGED}
-        FROM _batch_stats n JOIN _session_stats o USING (session_id, side)
-    )
-    """
-_INSERT_ALL = f"""
-    INSERT INTO _session_stats (session_id, side, {STATS_COLUMNS})
-    SELECT session_id, side, {STATS_COLUMNS} FROM _batch_stats n
-    """
-MERGE_GROWN = (_UPSERT_GROWN, _INSERT_ALL + "ANTI JOIN _session_stats o USING (session_id, side)")
+# max_seq, and none of them is stale). A new session's merged summary is its batch summary
+# (least/greatest skip NULLs); only the sessions with a stored one are deleted.
+MERGE_GROWN = (
+    f"""
+    CREATE OR REPLACE TEMP TABLE _merged AS
+    SELECT n.session_id, n.side, NULL::BOOLEAN AS stale, {_MERGED}
+    FROM _batch_stats n LEFT JOIN _session_stats o USING (session_id, side)
+    """,
+    *_REPLACE_MERGED,
+)
 
 # A batch none of whose sessions has a stored summary yet (new sessions appended to the
-# recordings, a first run's first batch): every summary is inserted as it is. The upsert would
-# find nothing to merge (planning it alone cost ~10 ms, a few percent of a cron run), and the
-# anti-join would read every stored summary to find none.
-MERGE_NEW = (_INSERT_ALL,)
+# recordings, a first run's first batch): every summary is inserted as it is, with nothing to
+# read or delete (planning the merge alone cost ~10 ms, a few percent of a cron run).
+MERGE_NEW = (
+    f"""
+    INSERT INTO _session_stats (session_id, side, {STATS_COLUMNS})
+    SELECT session_id, side, {STATS_COLUMNS} FROM _batch_stats n
+    """,
+)
 
 
 # Stale sessions, summarised again from every stored event (the same summary SQL).
