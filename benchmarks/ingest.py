@@ -13,8 +13,9 @@ and, for comparison with earlier runs, (a) timed inside this process (duckdb alr
 Then the cron case: a second run over the unchanged corpus and a run after appending 1% more
 lines, each net of a no-op run (an empty directory: process start-up), as a share of (c) net
 of the same start-up (target: each under 5%). The cron runs are short and the machines
-noisy, so each (start-up too) is timed three times and the best kept; a kept corpus (--keep)
-is cut back to its size afterwards, so the next run measures the same files.
+noisy, so each is timed five times, alternating with the no-op run, and the best of each is
+kept; a kept corpus (--keep) is cut back to its size afterwards, so the next run measures the
+same files.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def json_loads_loader(files: list[Path], db: Path, batch: int = 200_000) -> None
     con.close()
 
 
-CRON_REPEAT = 3
+CRON_REPEAT = 5
 
 
 def restore(sizes: dict[Path, int]) -> None:
@@ -177,11 +178,17 @@ def main() -> None:
         c, peak_mb = min(c, seconds), max(peak_mb, rss)
 
     # The cron runs are short, so one noisy moment can double one of them: each is timed
-    # CRON_REPEAT times, the best kept (start-up too).
+    # CRON_REPEAT times, the best kept (start-up too). Each alternates with a no-op run, so that
+    # a slow minute (the machine's speed drifts) slows the start-up it is netted against too.
     empty = work / "empty"
     empty.mkdir(exist_ok=True)
-    noop = min(cli_ingest([empty], work / "noop.duckdb") for _ in range(CRON_REPEAT))
-    second = min(cli_ingest([corpus], work / "c.duckdb") for _ in range(CRON_REPEAT))
+    noops: list[float] = []
+
+    def after_noop(run) -> float:
+        noops.append(cli_ingest([empty], work / "noop.duckdb"))
+        return run()
+
+    second = min(after_noop(lambda: cli_ingest([corpus], work / "c.duckdb")) for _ in range(CRON_REPEAT))
 
     extra = work / "extra"
     shutil.rmtree(extra, ignore_errors=True)
@@ -199,7 +206,8 @@ def main() -> None:
                 out.write(src.read_bytes())
         return cli_ingest([corpus], work / "c.duckdb")
 
-    appended = min(append_run() for _ in range(CRON_REPEAT))
+    appended = min(after_noop(append_run) for _ in range(CRON_REPEAT))
+    noop = min(noops)
     restore(sizes)  # a kept corpus stays the same from run to run
     before.unlink()
 
