@@ -146,16 +146,10 @@ MERGE = (
 
 # The same merge for a batch in which no session can be stale: every session's new events all
 # come after its stored ones (classify.py's _MAYBE_STORED finds none at or below a summary's
-# max_seq, and none of them is stale). A new session's merged summary is its batch summary
+# max_seq, and none of them is stale), so `stale` is false or NULL for all of them and there
+# is nothing to add to `_stale_sessions`. A new session's merged summary is its batch summary
 # (least/greatest skip NULLs); only the sessions with a stored one are deleted.
-MERGE_GROWN = (
-    f"""
-    CREATE OR REPLACE TEMP TABLE _merged AS
-    SELECT n.session_id, n.side, NULL::BOOLEAN AS stale, {_MERGED}
-    FROM _batch_stats n LEFT JOIN _session_stats o USING (session_id, side)
-    """,
-    *_REPLACE_MERGED,
-)
+MERGE_GROWN = MERGE[:-1]
 
 # A batch none of whose sessions has a stored summary yet (new sessions appended to the
 # recordings, a first run's first batch): every summary is inserted as it is, with nothing to
