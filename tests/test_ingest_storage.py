@@ -121,3 +121,57 @@ def test_an_unknown_amount_to_read_keeps_every_thread(tmp_path):
     storage.fit_threads(con, None)
     assert con.execute("SELECT current_setting('threads')").fetchone()[0] == 4
     con.close()
+
+
+def test_a_checkpoint_alongside_writes_what_is_committed_while_the_block_reads(tmp_path):
+    from pathlib import Path
+
+    db = tmp_path / "db.duckdb"
+    con = connect(db)
+    storage.prepare(con)  # commits stay in the log until a checkpoint
+    con.execute(
+        "INSERT INTO events (session_id, side, seq, t, event, data) "
+        "SELECT 's', 'server', range, 0.1, 'token', '{}' FROM range(50000)"
+    )
+    log = Path(f"{db}.wal")
+    assert log.stat().st_size > 0
+    with storage.checkpoint_alongside(con):
+        assert con.execute("SELECT count(*) FROM events").fetchone() == (50000,)  # reads go on meanwhile
+    assert not log.exists() or log.stat().st_size == 0  # the rows are in the database file
+    con.close()
+
+
+def test_closing_a_large_run_alongside_its_checkpoint_gives_the_same_database(tmp_path, monkeypatch):
+    """A run with much to read commits its last batch, then computes the session rows while a
+    second connection checkpoints (storage.checkpoint_alongside); a small run does both in one
+    transaction. Both must give the same database, over a first run and a later one that
+    finds appended lines and an open session gone idle."""
+    import os
+    import shutil
+
+    from ingest_support import dump, new_sid, rows, v1_session, write
+
+    from agent_stream_trace.ingest.pipeline import IngestOptions, ingest
+    from agent_stream_trace.simulate.generator import SimulationOptions, simulate
+
+    idle_sid, later_sid = new_sid(), new_sid()
+    simulated, corpus = tmp_path / "simulated", tmp_path / "corpus"
+    simulate(SimulationOptions(sessions=300, seed=5, out=simulated, files=2, synthetic_done_rate=0.3))
+
+    def two_runs(name: str, threshold: int) -> tuple:
+        monkeypatch.setattr(storage, "ONE_THREAD_BELOW_BYTES", threshold)
+        db = tmp_path / f"{name}.duckdb"
+        shutil.rmtree(corpus, ignore_errors=True)
+        shutil.copytree(simulated, corpus)  # the same files at the same paths for both
+        grows = write(corpus / "grows.jsonl", v1_session(idle_sid, [(0.1, "token", {"text": "ab"})], end=None))
+        ingest([corpus], IngestOptions(db=db, open_window=300, now=os.stat(grows).st_mtime + 1))
+        after_first = rows(db, "SELECT outcome FROM sessions WHERE session_id = ?", [idle_sid])
+        write(grows, v1_session(later_sid, [(0.2, "token", {"text": "cde"}), (0.3, "done", {})]), mode="a")
+        ingest([corpus], IngestOptions(db=db, open_window=300, now=os.stat(grows).st_mtime + 1000))
+        return after_first, dump(db)
+
+    alongside, together = two_runs("alongside", 0), two_runs("together", 1 << 40)
+    assert alongside == together
+    assert alongside[0] == [("open",)]  # the first run left it open; the second found it idle
+    outcomes = {row[0]: row[6] for row in alongside[1]["sessions"]}
+    assert (outcomes[idle_sid], outcomes[later_sid]) == ("synthetic_done", "done")

@@ -41,7 +41,7 @@ from .reader import (
     make_block,
     read_blocks,
 )
-from .sessions import refresh_sessions
+from .sessions import compute_rows, refresh_sessions, resummarise_stale, write_rows
 from .sources import Source, resolve_sources
 
 # 96 MB batches: each batch costs ~15 statements to plan (~31 ms) whatever its size, so bigger
@@ -147,7 +147,7 @@ class Ingester:
             plans.append((source, state, final))
         # Sizes as _prepare just found them: the files are not stat'ed a second time.
         total, exact = _bytes_to_read(plans)
-        storage.fit_threads(self.con, total if exact else None)  # the connection is the run's own (ingest())
+        parallel = storage.fit_threads(self.con, total if exact else None)  # the connection is the run's own (ingest())
         batch: list[Block] = []
         batch_bytes = 0
         # Files whose final state no pending batch will save (their last block was flushed
@@ -174,20 +174,46 @@ class Ingester:
                 with staged_batch(self.con, batch, states) as staged, transaction(self.con):
                     self._store(staged, states, report)
                 batch, batch_bytes = [], 0
-        # The last batch, the states of files it does not hold and the session rows commit
-        # together: one commit less (a cron run is mostly fixed costs), and a kill between
-        # them would only have left the rows to recompute next run.
         with ExitStack() as stack:
             last = stack.enter_context(staged_batch(self.con, batch, states)) if batch else None
-            storage.checkpoint_at_last_commit(self.con)  # after staging: it commits on its own
-            with transaction(self.con):
-                if last is not None:
-                    self._store(last, states, report)
-                if settled:
-                    save_states(self.con, settled)
-                self.finish(report)
+            if parallel:  # a run with much to read (a cron run's checkpoint is too small to gain)
+                self._close_overlapped(last, settled, states, report)
+            else:
+                # The last batch, the states of files it does not hold and the session rows
+                # commit together: one commit less (a cron run is mostly fixed costs), and a
+                # kill between them would only have left the rows to recompute next run.
+                storage.checkpoint_at_last_commit(self.con)  # after staging: it commits on its own
+                with transaction(self.con):
+                    self._store_last(last, settled, states, report)
+                    self.finish(report)
         report.seconds = time.perf_counter() - started
         return report
+
+    def _store_last(
+        self, last: StagedBatch | None, settled: list[FileState], states: dict[str, FileState], report: IngestReport,
+    ) -> None:
+        if last is not None:
+            self._store(last, states, report)
+        if settled:
+            save_states(self.con, settled)
+
+    def _close_overlapped(
+        self, last: StagedBatch | None, settled: list[FileState], states: dict[str, FileState], report: IngestReport,
+    ) -> None:
+        """The run's last batch, then the session rows, with the closing checkpoint of what the
+        batches stored running alongside the computing of the rows (storage.checkpoint_alongside:
+        two single-threaded stages on two cores instead of one after the other). A kill between
+        the two commits leaves the rows to recompute next run (their sessions stay listed dirty)."""
+        with transaction(self.con):
+            self._store_last(last, settled, states, report)
+            resummarise_stale(self.con)
+        with transaction(self.con):
+            with storage.checkpoint_alongside(self.con):
+                computed = compute_rows(self.con, now=self.now, open_window=self.window)
+            storage.checkpoint_at_last_commit(self.con)  # the rows go to the file, not the log
+            new, updated = write_rows(self.con, computed)
+        report.sessions_new += new
+        report.sessions_updated += updated
 
     def _store(self, staged: StagedBatch, states: dict[str, FileState], report: IngestReport) -> None:
         counts = load_batch(self.con, staged, states)

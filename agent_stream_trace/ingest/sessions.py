@@ -16,11 +16,18 @@ from . import stats
 
 INTERLEAVE_HORIZON_S = DEFAULT_OPEN_WINDOW_S
 
-# Each dirty session gets a small integer key `k`: the statements below group and join by it
-# instead of by (session_id, side) text.
+# The sessions to recompute: those listed dirty, and open sessions whose files went quiet past
+# the open window (their rows change with no new line). Each gets a small integer key `k`: the
+# statements below group and join by it instead of by (session_id, side) text.
 KEYS = """
 CREATE OR REPLACE TEMP TABLE _keys AS
-SELECT session_id, side, row_number() OVER () AS k FROM (SELECT DISTINCT session_id, side FROM _dirty_sessions)
+SELECT session_id, side, row_number() OVER () AS k FROM (
+    SELECT session_id, side FROM _dirty_sessions
+    UNION
+    SELECT s.session_id, s.side FROM sessions s
+    JOIN _ingest_files f ON f.path = s.source_file
+    WHERE s.outcome = 'open' AND coalesce(f.mtime, 0) < $idle_before
+)
 """
 
 # The session's header: when one session is found in several files (a copied or rotated
@@ -167,24 +174,28 @@ INSERT INTO tool_calls BY NAME SELECT k.session_id, k.side, t.* EXCLUDE (k) FROM
 DELETE FROM _dirty_sessions;
 """
 
-# Open sessions whose files went quiet past the open window: their rows change with no new line.
-MARK_IDLE = """
-INSERT INTO _dirty_sessions
-SELECT s.session_id, s.side FROM sessions s
-JOIN _ingest_files f ON f.path = s.source_file
-WHERE s.outcome = 'open' AND coalesce(f.mtime, 0) < $idle_before
-"""
-
 
 def refresh_sessions(con: duckdb.DuckDBPyConnection, *, now: float, open_window: float) -> tuple[int, int]:
     """Recompute every dirty session's rows, inside the caller's transaction (db.transaction);
     return (new, updated)."""
-    params = {"idle_before": now - open_window}
-    con.execute(MARK_IDLE, params)
+    resummarise_stale(con)
+    computed = compute_rows(con, now=now, open_window=open_window)
+    return write_rows(con, computed)
+
+
+def resummarise_stale(con: duckdb.DuckDBPyConnection) -> None:
+    """Summarise the stale sessions again from their stored events (stats.py)."""
     if con.execute("SELECT count(*) FROM _stale_sessions").fetchone() != (0,):
         for sql in stats.RESUMMARISE:
             con.execute(sql)
-    con.execute(KEYS)
+
+
+def compute_rows(con: duckdb.DuckDBPyConnection, *, now: float, open_window: float) -> tuple[int, int]:
+    """The rows of the sessions to recompute, into temporary tables (_keys, _tools, _rows), after
+    resummarise_stale; return (total, how many are stored already). It only reads the database's
+    own tables, so it may run while another connection checkpoints (DuckDB blocks writes then)."""
+    params = {"idle_before": now - open_window}
+    con.execute(KEYS, params)
     (total,) = con.execute("SELECT count(*) FROM _keys").fetchone()  # type: ignore[misc]
     if total == 0:
         return 0, 0
@@ -193,6 +204,14 @@ def refresh_sessions(con: duckdb.DuckDBPyConnection, *, now: float, open_window:
     ).fetchone()  # type: ignore[misc]
     con.execute(TOOLS)
     con.execute(ROWS, params)
+    return total, existing
+
+
+def write_rows(con: duckdb.DuckDBPyConnection, computed: tuple[int, int]) -> tuple[int, int]:
+    """Store the rows compute_rows returned (total, existing) for; return (new, updated)."""
+    total, existing = computed
+    if total == 0:
+        return 0, 0
     if existing:
         con.execute(DELETE_OLD)
     con.execute(INSERT_NEW)
