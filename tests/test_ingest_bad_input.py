@@ -225,3 +225,29 @@ def test_event_fields_read_exactly_whatever_their_json_spelling(tmp_path, db_pat
         (14, 'event: "sid" is not a UUID string'),
         (15, 'event: "sid" is not a UUID string'),
     ]
+
+
+def test_the_done_record_fills_the_reported_columns_whatever_its_field_types(tmp_path, db_path):
+    """model, message_id, cost, turns, tool count, duration and output tokens come from the
+    session's done record: a field of another JSON type is its JSON text, cast where a number is
+    wanted (NULL when it is not one); output tokens are usage.output_tokens, else output_tokens."""
+    from ingest_support import v1_session, write
+
+    full, flat, odd, none = new_sid(), new_sid(), new_sid(), new_sid()
+    write(tmp_path / "a.jsonl", v1_session(full, [(0.1, "token", {"text": "ab"}), (0.3, "token", {"text": "cd"}), (
+        0.4, "done", {"model": "m-1", "message_id": "msg", "total_cost_usd": 0.25, "num_turns": 2,
+                      "tool_count": 3, "duration_ms": 400, "usage": {"output_tokens": 9}})]))
+    write(tmp_path / "b.jsonl", v1_session(flat, [(0.1, "token", {"text": "ab"}), (0.3, "token", {"text": "cd"}), (
+        0.4, "done", {"output_tokens": 4, "usage": {"input_tokens": 1}, "total_cost_usd": "0.5"})]))
+    write(tmp_path / "c.jsonl", v1_session(odd, [(0.4, "done", {
+        "model": 5, "message_id": {"a": 1}, "total_cost_usd": "lots", "num_turns": "two", "tool_count": None,
+        "duration_ms": [1], "usage": {"output_tokens": "many"}, "output_tokens": 7})]))
+    write(tmp_path / "d.jsonl", v1_session(none, [(0.2, "token", {"text": "x"})]))
+    ingest([tmp_path], IngestOptions(db=db_path, open_window=0))
+    got = {r[0]: r[1:] for r in rows(db_path, (
+        "SELECT session_id, model, message_id, total_cost_usd, reported_turns, reported_tool_count, "
+        "reported_duration_ms, output_tokens, round(token_velocity_tps, 6) FROM sessions"))}
+    assert got[full] == ("m-1", "msg", 0.25, 2, 3, 400, 9, round(9 / 0.2, 6))
+    assert got[flat] == (None, None, 0.5, None, None, None, 4, round(4 / 0.2, 6))
+    assert got[odd] == ("5", '{"a":1}', None, None, None, None, 7, None)
+    assert got[none] == (None,) * 8

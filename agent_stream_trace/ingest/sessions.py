@@ -98,8 +98,10 @@ WITH _hdr AS ({HEADERS}), _agg AS ({AGGREGATES}), t AS (
             OR (coalesce(h.v, 0) = 0 AND coalesce(h.followed_by_header, false))
             OR (coalesce(h.last_mtime, 0) < $idle_before) AS closed,
         coalesce(t.orphaned_tools, 0) AS orphaned_tools,
-        coalesce(try_cast(a.done_data ->> '$.usage.output_tokens' AS BIGINT),
-                 try_cast(a.done_data ->> 'output_tokens' AS BIGINT)) AS output_tokens
+        -- the done record's fields, read with one parse of it (a parse per field was most of
+        -- this statement: 20k sessions, ~60 ms of a first run's closing, on one core)
+        json_extract_string(a.done_data, ['$.model', '$.message_id', '$.total_cost_usd', '$.num_turns',
+            '$.tool_count', '$.duration_ms', '$.usage.output_tokens', '$.output_tokens']) AS done_fields
     FROM _keys ks
     JOIN _hdr h USING (session_id, side)
     LEFT JOIN _agg a USING (k)
@@ -130,14 +132,14 @@ SELECT
     coalesce(tool_errors, 0) AS tool_errors,
     orphaned_tools,
     coalesce(errors, 0) AS errors,
-    done_data ->> 'model' AS model,
-    done_data ->> 'message_id' AS message_id,
-    try_cast(done_data ->> 'total_cost_usd' AS DOUBLE) AS total_cost_usd,
-    try_cast(done_data ->> 'num_turns' AS INTEGER) AS reported_turns,
-    try_cast(done_data ->> 'tool_count' AS INTEGER) AS reported_tool_count,
-    try_cast(done_data ->> 'duration_ms' AS BIGINT) AS reported_duration_ms,
+    done_fields[1] AS model,
+    done_fields[2] AS message_id,
+    try_cast(done_fields[3] AS DOUBLE) AS total_cost_usd,
+    try_cast(done_fields[4] AS INTEGER) AS reported_turns,
+    try_cast(done_fields[5] AS INTEGER) AS reported_tool_count,
+    try_cast(done_fields[6] AS BIGINT) AS reported_duration_ms,
     attrs,
-    output_tokens,
+    coalesce(try_cast(done_fields[7] AS BIGINT), try_cast(done_fields[8] AS BIGINT)) AS output_tokens,
     CASE WHEN output_tokens IS NOT NULL AND token_events >= 2 AND last_token_t > first_token_t
          THEN output_tokens / (last_token_t - first_token_t) END AS token_velocity_tps,
     max_gap_at_s,
