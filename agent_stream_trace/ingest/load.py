@@ -162,7 +162,13 @@ def load_batch(
     """
     blocks, names, pyrejects = staged.blocks, staged.names, staged.pyrejects
     counts = BatchCounts()
-    for sql in classify.STATEMENTS:
+    con.execute(classify.MARKS)
+    (positional,) = con.execute(classify.POSITIONAL).fetchone()  # type: ignore[misc]
+    for sql in classify.SESSIONS:
+        con.execute(sql)
+    if positional:
+        con.execute(classify.POSITIONAL_KEYS)
+    for sql in classify.SUMMARIES:
         con.execute(sql)
     repeats, maybe_stored, stored, lines, headers, good_events, rejects = con.execute(classify.BATCH_CHECK).fetchone()  # type: ignore[misc]
     con.execute(classify.REPEATS if repeats else classify.NO_REPEATS)
