@@ -200,7 +200,8 @@ SELECT file_id, line_no, reason,
 FROM checked
 """
 
-# Positional events: the nearest header above, in this batch or carried from the last one.
+# Positional events: the nearest header above, in this batch or carried from the last one. Run
+# only for a batch with lines without sid (SIDS counts them); for the others, NO_POSITIONAL.
 POSITIONAL = """
 CREATE OR REPLACE TEMP TABLE _positional AS
 SELECT p.file_id, p.line_no,
@@ -212,10 +213,16 @@ FROM (SELECT file_id, line_no FROM _parsed WHERE reason IS NULL AND NOT is_heade
 ASOF LEFT JOIN _marks m ON p.file_id = m.file_id AND p.line_no >= m.line_no
 JOIN _files fs ON fs.file_id = p.file_id
 """
+NO_POSITIONAL = """
+CREATE OR REPLACE TEMP TABLE _positional
+    (file_id INTEGER, line_no BIGINT, session_id VARCHAR, side VARCHAR, header_line BIGINT, k BIGINT)
+"""
 
 # Each sid spelling of the batch's events, per file: the session it names (NULL: not a UUID),
 # that session's side from its header in the file (this batch or earlier runs; NULL: none), and
-# its event lines (n, and the seq range lo..hi they cover). A few thousand spellings for
+# its event lines (n, and the seq range lo..hi they cover). The lines without sid are counted
+# in the same pass, as a row per file with a NULL sid_key (and NULL session and side, so no
+# join and no filter below takes it for a spelling): POSITIONAL runs only if there are any. A few thousand spellings for
 # millions of lines: validating each spelling once instead of each line saved a UUID cast
 # (~80 ns) and a substring per line, 10-15% of parsing (measured), and the batch's sessions and
 # rejected candidates are then found from the spellings, without reading the lines again.
@@ -225,7 +232,7 @@ WITH spelled AS (
     SELECT file_id, sid_key, n, lo, hi, try_cast({_json_string('sid_key')} AS UUID)::VARCHAR AS session_id
     FROM (
         SELECT file_id, sid_key, count(*) AS n, min(seq) AS lo, max(seq) AS hi FROM _parsed
-        WHERE sid_key IS NOT NULL AND reason IS NULL AND NOT is_header GROUP BY ALL
+        WHERE reason IS NULL AND NOT is_header GROUP BY ALL
     )
 ), headers AS (
     SELECT file_id, session_id, min(side) AS side FROM (
@@ -242,21 +249,31 @@ FROM spelled s LEFT JOIN headers h ON h.file_id = s.file_id AND h.session_id = s
 
 # The batch's good event lines (valid events attributed to a session) with their session, side,
 # its key `k` (BATCH_SESSIONS) and seq: lines whose sid names a session with a header in their
-# file, and lines without sid under a valid header (positional). A view: the joins are against small tables, so reading it
-# again is cheaper than copying the lines. In two parts, so that reading it joins each line
-# once and tests no reason: a batch without positional lines skips the second part's row groups
-# by their statistics (no NULL sid_key in them).
-CANDIDATES = """
-CREATE OR REPLACE TEMP VIEW _cand AS
-SELECT p.file_id, p.line_no, s.session_id, s.side, s.k, p.seq, p.t, p.event, p.data, p.text_chars
-FROM _parsed p JOIN _sid_keys s ON s.file_id = p.file_id AND s.sid_key = p.sid_key
-WHERE p.reason IS NULL AND NOT p.is_header
+# file, and lines without sid under a valid header (positional). A view: the joins are against
+# small tables, so reading it again is cheaper than copying the lines. In two parts, so that
+# reading it joins each line once and tests no reason; the second part only for a batch with
+# positional lines (SIDS counts them): reading it found no line in a batch without any,
+# but still scanned every line's reason, is_header and sid_key, ~30 ms of each 96 MB batch in
+# each of the three statements that read the candidates (measured with DuckDB 2.0: header
+# lines, without sid, are in every row group, so their statistics skip none).
+def _candidates(positional: bool) -> str:
+    by_position = """
 UNION ALL
 SELECT p.file_id, p.line_no, pos.session_id, pos.side, pos.k, p.line_no - pos.header_line AS seq,
     p.t, p.event, p.data, p.text_chars
 FROM _parsed p JOIN _positional pos ON pos.file_id = p.file_id AND pos.line_no = p.line_no
 WHERE p.reason IS NULL AND NOT p.is_header AND p.sid_key IS NULL AND pos.session_id IS NOT NULL
 """
+    return f"""
+CREATE OR REPLACE TEMP VIEW _cand AS
+SELECT p.file_id, p.line_no, s.session_id, s.side, s.k, p.seq, p.t, p.event, p.data, p.text_chars
+FROM _parsed p JOIN _sid_keys s ON s.file_id = p.file_id AND s.sid_key = p.sid_key
+WHERE p.reason IS NULL AND NOT p.is_header
+{by_position if positional else ""}"""
+
+
+CANDIDATES = _candidates(positional=True)
+CANDIDATES_BY_SID = _candidates(positional=False)  # a batch without positional lines
 
 # The valid event lines that cannot be attributed: from the spellings that name no session with
 # a header (usually none: then the lines are not read at all) and the positional lines without
@@ -472,7 +489,10 @@ SELECT
     )) AS rejects
 """
 
-# In this order, POSITIONAL_KEYS after SESSIONS when POSITIONAL found positional lines (load.py).
-SESSIONS = (SIDS, BATCH_SESSIONS, SID_KEYS)
-SUMMARIES = (CANDIDATES, CANDIDATE_REJECTS, ALL_BATCH_STATS)
+# In this order (load.py): MARKS, SIDS, then (when SIDS found lines without sid) POSITIONAL,
+# SESSIONS, POSITIONAL_KEYS and CANDIDATES, else NO_POSITIONAL, SESSIONS and CANDIDATES_BY_SID;
+# then SUMMARIES.
+POSITIONAL_LINES = "SELECT count(*) FROM _sids WHERE sid_key IS NULL"
+SESSIONS = (BATCH_SESSIONS, SID_KEYS)
+SUMMARIES = (CANDIDATE_REJECTS, ALL_BATCH_STATS)  # after CANDIDATES or CANDIDATES_BY_SID
 WRITES = (INSERT_TOOL_EVENTS, INSERT_HEADERS, MARK_DIRTY)  # and INSERT_REJECTS, when there are any

@@ -163,11 +163,14 @@ def load_batch(
     blocks, names, pyrejects = staged.blocks, staged.names, staged.pyrejects
     counts = BatchCounts()
     con.execute(classify.MARKS)
-    (positional,) = con.execute(classify.POSITIONAL).fetchone()  # type: ignore[misc]
+    con.execute(classify.SIDS)
+    (positional,) = con.execute(classify.POSITIONAL_LINES).fetchone()  # type: ignore[misc]
+    con.execute(classify.POSITIONAL if positional else classify.NO_POSITIONAL)
     for sql in classify.SESSIONS:
         con.execute(sql)
     if positional:
         con.execute(classify.POSITIONAL_KEYS)
+    con.execute(classify.CANDIDATES if positional else classify.CANDIDATES_BY_SID)
     for sql in classify.SUMMARIES:
         con.execute(sql)
     repeats, maybe_stored, stored, lines, headers, good_events, rejects = con.execute(classify.BATCH_CHECK).fetchone()  # type: ignore[misc]
