@@ -313,6 +313,18 @@ def m011_session_stats_unkeyed(con: duckdb.DuckDBPyConnection) -> None:
     _drop_primary_key(con, "_session_stats", ("session_id", "side"))
 
 
+@migration
+def m012_events_row_group_bound_counted(con: duckdb.DuckDBPyConnection) -> None:
+    # The bound counted once, here (a new database's is 0), instead of left unknown: a new
+    # database's first run then raises it batch by batch instead of counting the row groups at
+    # its end (~20 ms of reading segment metadata on a first run of 2.5M lines, on one core,
+    # after everything else).
+    con.execute(
+        "UPDATE _events_row_groups SET bound = (SELECT count(DISTINCT row_group_id) "
+        "FROM pragma_storage_info('events') WHERE column_id = 0) WHERE bound IS NULL"
+    )
+
+
 def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Apply pending migrations; return the names applied. Safe to call from every entry point."""
     con.execute(

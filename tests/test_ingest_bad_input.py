@@ -179,8 +179,9 @@ def test_migration_fills_text_chars_of_events_stored_before_it(tmp_path):
     assert migrations.migrate(con) == ["m004_token_text_chars", "m005_session_stats", "m006_tool_event_fields",
                                        "m007_drop_session_seq", "m008_dirty_sessions_unkeyed",
                                        "m009_session_headers_unkeyed", "m010_events_row_group_bound",
-                                       "m011_session_stats_unkeyed"]
+                                       "m011_session_stats_unkeyed", "m012_events_row_group_bound_counted"]
     assert con.execute("SELECT seq, text_chars FROM events ORDER BY seq").fetchall() == [(1, 5), (2, None)]
+    assert con.execute("SELECT bound FROM _events_row_groups").fetchall() == [(1,)]  # counted: two rows, one group
 
 
 def test_event_fields_read_exactly_whatever_their_json_spelling(tmp_path, db_path):
