@@ -220,12 +220,13 @@ CREATE OR REPLACE TEMP TABLE _positional
 
 # Each sid spelling of the batch's events, per file: the session it names (NULL: not a UUID),
 # that session's side from its header in the file (this batch or earlier runs; NULL: none), and
-# its event lines (n, and the seq range lo..hi they cover). The lines without sid are counted
-# in the same pass, as a row per file with a NULL sid_key (and NULL session and side, so no
-# join and no filter below takes it for a spelling): POSITIONAL runs only if there are any. A few thousand spellings for
+# its event lines (n, and the seq range lo..hi they cover). A few thousand spellings for
 # millions of lines: validating each spelling once instead of each line saved a UUID cast
 # (~80 ns) and a substring per line, 10-15% of parsing (measured), and the batch's sessions and
 # rejected candidates are then found from the spellings, without reading the lines again.
+# The lines without sid are counted in the same pass, as a row per file with a NULL sid_key
+# (and NULL session and side, so no join and no filter takes it for a spelling): POSITIONAL
+# runs only if there are any (POSITIONAL_LINES).
 SIDS = f"""
 CREATE OR REPLACE TEMP TABLE _sids AS
 WITH spelled AS (
@@ -362,8 +363,9 @@ QUALIFY row_number() OVER (PARTITION BY session_id, side, seq ORDER BY file_id, 
 # `events` is not read at all. The highest stored seq is the summary's max_seq, which every
 # batch merges, except for stale sessions (new events among stored ones), whose summaries wait
 # for the end of the run (stats.py): they may repeat anything, so they are always candidates.
-# The batch's sessions (b) with their stored summary (s) and stale mark (t), if any: one pass
-# (a union of two joins cost ~5 ms more to plan, most of BATCH_CHECK in a cron run).
+# Both are found in one pass over the batch's sessions (b), with their stored summary (s) and
+# stale mark (t) if any: a union of two joins cost ~5 ms more to plan, most of BATCH_CHECK in
+# a cron run (DuckDB 2.0).
 _KNOWN = """
 FROM _batch_sessions b
 LEFT JOIN _session_stats s USING (session_id, side)
