@@ -8,7 +8,8 @@
 (c) our full ingest (the agent-stream-ingest CLI, as users run it).
 Each is timed the same way: as a process of its own, from start to exit (Python start-up,
 imports, opening and closing the database included), so none gets its imports for free.
-Prints lines/s, c/a (target <= 1.5), b/c (target >= 4) and the peak RSS of (c) (target <= 1 GB),
+Prints how busy the machine was (one DuckDB thread against two, before and after), then
+lines/s, c/a (target <= 1.5), b/c (target >= 4) and the peak RSS of (c) (target <= 1 GB),
 and, for comparison with earlier runs, (a) timed inside this process (duckdb already imported).
 Then the cron case: a second run over the unchanged corpus and a run after appending 1% more
 lines, each net of a no-op run (an empty directory: process start-up), as a share of (c) net
@@ -98,6 +99,21 @@ def json_loads_loader(files: list[Path], db: Path, batch: int = 200_000) -> None
 CRON_REPEAT = 5
 
 
+def core_check() -> str:
+    """The same CPU-bound DuckDB query on one thread and on two. On a quiet two-core machine two
+    are ~1.9x as fast; near 1x another process had a core, and every figure of the run is slower
+    than the code (the reason b/a, and with it b/c, moves from run to run here)."""
+    con = duckdb.connect()
+    try:
+        seconds = []
+        for threads in (1, 2):
+            con.execute(f"SET threads = {threads}")
+            seconds.append(timed(lambda: con.execute("SELECT sum(hash(i)) FROM range(100_000_000) t(i)").fetchall()))
+    finally:
+        con.close()
+    return f"one thread {seconds[0]:.2f} s, two {seconds[1]:.2f} s ({seconds[0] / seconds[1]:.1f}x)"
+
+
 def restore(sizes: dict[Path, int]) -> None:
     """Cut each file back to its size before lines were appended."""
     for f, size in sizes.items():
@@ -173,6 +189,7 @@ def main() -> None:
     size = sum(f.stat().st_size for f in files)
     print(f"corpus: {len(files)} files, {lines:,} lines, {size / 1e6:,.0f} MB")
 
+    machine_before = core_check()
     a = a_here = b = c = float("inf")
     peak_mb = 0.0
     for _ in range(args.repeat):
@@ -219,7 +236,9 @@ def main() -> None:
     restore(sizes)  # a kept corpus stays the same from run to run
     before.unlink()
 
+    machine_after = core_check()
     print()
+    print(f"machine before: {machine_before}; after: {machine_after}")
     if args.repeat > 1:
         print(f"((a), (b), (c): best of {args.repeat})")
     print(f"(a) duckdb read_json CTAS   {a:7.2f} s  {lines / a:>12,.0f} lines/s")
