@@ -142,6 +142,37 @@ def test_stdin_is_read_whole(upstream_sequential, db_path):
     assert rows(db_path, "SELECT count(*), min(source_file) FROM sessions") == [(25, "<stdin>")]
 
 
+def test_stored_events_keep_their_session_and_file_across_runs(tmp_path, db_path, upstream_sequential):
+    """`events` is a view over `_events`, which stores each row's session and file as keys
+    (migration m013): over runs that add sessions, files, a second copy of a session, a session
+    that grows, a replaced file and stdin, each (session, side) and each path keeps one key, and
+    every stored row is seen through the view with its own session and file."""
+    s1, s2, s3 = new_sid(), new_sid(), new_sid()
+    a = write(tmp_path / "a.jsonl", v1_session(s1, [(0.1, "token", {"text": "hi"})], end=None))
+    ingest([tmp_path], IngestOptions(db=db_path, open_window=0))
+    write(a, [event(0.2, "done", {}, sid=s1, seq=2)], mode="a")  # s1 grows: its key is found again
+    b = write(tmp_path / "b.jsonl", v1_session(s1, [(0.1, "token", {"text": "hi"}), (0.2, "done", {})])
+              + v1_session(s2, [(0.3, "done", {})]))
+    ingest([tmp_path], IngestOptions(db=db_path, open_window=0))
+    write(a, v1_session(s3, [(0.1, "done", {})]))  # a replaced under the same name
+    ingest([tmp_path], IngestOptions(db=db_path, open_window=0))
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent_stream_trace.ingest.cli", "-", "--db", str(db_path), "--open-window", "0"],
+        input=upstream_sequential.read_bytes(), capture_output=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+    assert rows(db_path, "SELECT count(*), count(DISTINCT k), count(DISTINCT (session_id, side)) FROM _session_keys") == [(28, 28, 28)]
+    assert rows(db_path, "SELECT count(*), count(DISTINCT file_id), count(DISTINCT path) FROM _source_files") == [(3, 3, 3)]
+    assert rows(db_path, "SELECT count(*) FROM _events") == rows(db_path, "SELECT count(*) FROM events")
+    got = rows(db_path, "SELECT session_id, seq, event, source_file FROM events WHERE session_id IN (?, ?, ?) ORDER BY ALL",
+               [s1, s2, s3])
+    a, b = str(a.resolve()), str(b.resolve())
+    assert got == sorted([(s1, 1, "token", a), (s1, 2, "done", a), (s1, 3, "_end", b),  # seq 3 only b holds
+                          (s2, 1, "done", b), (s2, 2, "_end", b), (s3, 1, "done", a), (s3, 2, "_end", a)])
+    assert rows(db_path, "SELECT count(*) FROM events WHERE source_file = '<stdin>'")[0][0] > 0
+
+
 KILL_CHILD = textwrap.dedent("""
     import sys
     from agent_stream_trace.ingest.pipeline import IngestOptions, ingest

@@ -8,7 +8,7 @@ from agent_stream_trace.ingest import storage
 
 def row_groups(con) -> int:
     return con.execute(
-        "SELECT count(DISTINCT row_group_id) FROM pragma_storage_info('events') WHERE column_id = 0"
+        "SELECT count(DISTINCT row_group_id) FROM pragma_storage_info('_events') WHERE column_id = 0"
     ).fetchone()[0]
 
 
@@ -16,9 +16,8 @@ def test_small_appends_pile_up_until_one_compaction_merges_them(tmp_path):
     con = connect(tmp_path / "db.duckdb")
     storage.prepare(con)
     for run in range(storage.SLACK_ROW_GROUPS + 8):  # each like a cron run: a few rows, a checkpoint
-        con.execute(
-            "INSERT INTO events (session_id, side, seq, t, event, data) "
-            "SELECT 's' || ?, 'server', range, 0.1, 'token', '{}' FROM range(50)", [run]
+        con.execute(  # the rows under the view `events` (migration m013)
+            "INSERT INTO _events (k, seq, t, event, data) SELECT ?, range, 0.1, 'token', '{}' FROM range(50)", [run]
         )
         con.execute("CHECKPOINT")
     assert row_groups(con) > storage.SLACK_ROW_GROUPS  # nothing was compacted along the way
@@ -27,7 +26,7 @@ def test_small_appends_pile_up_until_one_compaction_merges_them(tmp_path):
     storage.compact(tmp_path / "db.duckdb")
     con = connect(tmp_path / "db.duckdb", read_only=True)
     assert row_groups(con) <= 2 and not storage.is_fragmented(con)
-    assert con.execute("SELECT count(*) FROM events").fetchone() == ((storage.SLACK_ROW_GROUPS + 8) * 50,)
+    assert con.execute("SELECT count(*) FROM _events").fetchone() == ((storage.SLACK_ROW_GROUPS + 8) * 50,)
     con.close()
 
 
@@ -131,14 +130,11 @@ def test_a_checkpoint_alongside_writes_what_is_committed_while_the_block_reads(t
     db = tmp_path / "db.duckdb"
     con = connect(db)
     storage.prepare(con)  # commits stay in the log until a checkpoint
-    con.execute(
-        "INSERT INTO events (session_id, side, seq, t, event, data) "
-        "SELECT 's', 'server', range, 0.1, 'token', '{}' FROM range(50000)"
-    )
+    con.execute("INSERT INTO _events (k, seq, t, event, data) SELECT 1, range, 0.1, 'token', '{}' FROM range(50000)")
     log = Path(f"{db}.wal")
     assert log.stat().st_size > 0
     with storage.checkpoint_alongside(con):
-        assert con.execute("SELECT count(*) FROM events").fetchone() == (50000,)  # reads go on meanwhile
+        assert con.execute("SELECT count(*) FROM _events").fetchone() == (50000,)  # reads go on meanwhile
     assert not log.exists() or log.stat().st_size == 0  # the rows are in the database file
     con.close()
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import polars as pl
 import pytest
+from support.sessions_db import insert_events
 
 from agent_stream_trace import TraceStore
 from agent_stream_trace.cli import main
@@ -165,10 +166,9 @@ def load(con: Any, fixtures: list[Fixture]) -> None:
              d["orphaned_tools"], d["errors"], fx.model, json.dumps(fx.attrs) if fx.attrs is not None else None,
              d["output_tokens"], d["token_velocity_tps"], d["max_gap_at_s"]],
         )
-        for seq, (t, name, data) in enumerate(fx.lines, start=1):
-            con.execute("INSERT INTO events (session_id, side, seq, t, event, data, source_file, line_no)"
-                        " VALUES (?, ?, ?, ?, ?, ?, 'fixture.jsonl', ?)",
-                        [fx.sid, fx.side, seq, t, name, json.dumps(data), seq + 1])
+        insert_events(con, "SELECT ? AS session_id, ? AS side, unnest(?, recursive := true), 'fixture.jsonl' AS source_file",
+                      [fx.sid, fx.side, [{"seq": seq, "t": t, "event": name, "data": json.dumps(data), "line_no": seq + 1}
+                                         for seq, (t, name, data) in enumerate(fx.lines, start=1)]])
         for c in tool_call_rows(fx):
             con.execute("INSERT INTO tool_calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         [fx.sid, fx.side, c["tool_use_id"], c["tool_name"], c["started_t"], c["ended_t"],

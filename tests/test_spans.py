@@ -9,7 +9,15 @@ from datetime import datetime, timedelta, timezone
 
 import orjson
 import pytest
-from support.sessions_db import BASE_TIME, add_session, add_sessions, scenario, session_trace, simulated_specs
+from support.sessions_db import (
+    BASE_TIME,
+    add_session,
+    add_sessions,
+    insert_events,
+    scenario,
+    session_trace,
+    simulated_specs,
+)
 
 from agent_stream_trace.db import connect
 from agent_stream_trace.exporters.otlp_encode import RequestEncoder, encode_request_reference
@@ -224,8 +232,9 @@ def test_loader_reads_stored_data_and_times_exactly_whatever_the_json(db_path, t
         (105, float("inf"), "creation", '{"items": [1, 2,], "é": "\\u00e9"}'),
         (106, 5e-324, "error", None),
     ]
-    con.executemany("INSERT INTO events (session_id, side, seq, t, event, data) VALUES (?, 'server', ?, ?, ?, ?)",
-                    [(SID, *row) for row in odd])
+    con.execute("CREATE TEMP TABLE _odd (session_id VARCHAR, side VARCHAR, seq BIGINT, t DOUBLE, event VARCHAR, data VARCHAR)")
+    con.executemany("INSERT INTO _odd VALUES (?, 'server', ?, ?, ?, ?)", [(SID, *row) for row in odd])
+    insert_events(con, "SELECT * FROM _odd")
     (trace,) = load_session_traces(con, token_runs=token_runs)
     read = {e.seq: e for e in trace.events}
     for seq, t, name, data in odd:
@@ -283,9 +292,9 @@ def test_token_runs_map_to_the_same_spans_when_lines_were_lost(db_path, include_
     con = connect(db_path)
     specs = simulated_specs(14)
     add_sessions(con, specs)
-    con.execute("UPDATE events SET seq = seq * 3 + (seq % 2) "
-                "WHERE session_id IN (SELECT session_id FROM sessions LIMIT 7)")
-    con.execute("DELETE FROM events WHERE event = 'token' AND seq % 5 = 0")
+    con.execute("UPDATE _events SET seq = seq * 3 + (seq % 2) WHERE k IN "
+                "(SELECT k FROM _session_keys WHERE session_id IN (SELECT session_id FROM sessions LIMIT 7))")
+    con.execute("DELETE FROM _events WHERE event = 'token' AND seq % 5 = 0")
     # and one token alone between events, lines all there
     add_session(con, [(0.1, "token", {"text": "a"}), (0.2, "turn", {"turn_number": 2}), (0.3, "token", {"text": "b"}),
                       (0.4, "thinking", {"text": "hm"}), (0.5, "token", {"text": "c"}), (0.6, "token", {"text": "d"})])

@@ -1,8 +1,9 @@
 """SQL that turns a batch of raw lines into headers, events and rejects.
 
 Inputs (registered by load.py): `_pieces` (file_id, base, n, chunk: whole lines) and
-`_files` (file_id, path, the positional state carried from the previous batch: cur_session,
-cur_side, cur_header_line, cur_v, and unterminated_line: see TRUNCATED). Everything runs
+`_files` (file_id: the file's id in `_source_files`, new: not stored there yet, path, the
+positional state carried from the previous batch: cur_session, cur_side, cur_header_line,
+cur_v, and unterminated_line: see TRUNCATED). Everything runs
 inside DuckDB over whole batches; no Python touches a single line.
 
 Attribution: a line with `sid` belongs to that session (exact), provided the session has a
@@ -293,19 +294,25 @@ SELECT file_id, line_no,
 FROM _positional WHERE session_id IS NULL
 """
 
-# Per session of the batch: its good event lines, the seq range they cover, and a small
-# integer key for the summaries (stats.py), which window and group by it. From the spellings
-# and the positional lines, not from the candidates: the lines are not read again.
+# Per session of the batch: its good event lines, the seq range they cover, and its key `k` in
+# `_session_keys` (the key its events are stored under; a session seen for the first time gets
+# the next free one, stored with the batch: INSERT_SESSION_KEYS). The summaries (stats.py)
+# window and group by it too. From the spellings and the positional lines, not from the
+# candidates: the lines are not read again.
 BATCH_SESSIONS = """
 CREATE OR REPLACE TEMP TABLE _batch_sessions AS
-SELECT session_id, side, n, lo, hi, row_number() OVER () AS k FROM (
+SELECT b.session_id, b.side, b.n, b.lo, b.hi,
+    coalesce(s.k, (SELECT coalesce(max(k), 0) FROM _session_keys)
+                  + row_number() OVER (PARTITION BY s.k IS NULL))::INTEGER AS k,
+    s.k IS NULL AS new_key
+FROM (
     SELECT session_id, side, sum(n)::BIGINT AS n, min(lo) AS lo, max(hi) AS hi FROM (
         SELECT session_id, side, n, lo, hi FROM _sids WHERE side IS NOT NULL
         UNION ALL
         SELECT session_id, side, count(*), min(line_no - header_line), max(line_no - header_line)
         FROM _positional WHERE session_id IS NOT NULL GROUP BY ALL
     ) GROUP BY ALL
-)
+) b LEFT JOIN _session_keys s USING (session_id, side)
 """
 
 # The key of each spelling's session, and of each positional line's (only when a batch has any:
@@ -372,16 +379,13 @@ LEFT JOIN _session_stats s USING (session_id, side)
 LEFT JOIN _stale_sessions t USING (session_id, side)
 """
 _MAY_REPEAT_STORED = "b.lo <= s.max_seq OR t.session_id IS NOT NULL"
-_MAYBE_STORED = f"SELECT b.session_id, b.side {_KNOWN} WHERE {_MAY_REPEAT_STORED}"
+_MAYBE_STORED = f"SELECT b.k {_KNOWN} WHERE {_MAY_REPEAT_STORED}"
 STORED_REPEATS = f"""
 INSERT INTO _drop
 WITH maybe_stored AS ({_MAYBE_STORED}),
-known AS (
-    SELECT e.session_id, e.side, e.seq FROM events e
-    SEMI JOIN maybe_stored k ON e.session_id = k.session_id AND e.side = k.side
-)
+known AS (SELECT e.k, e.seq FROM _events e SEMI JOIN maybe_stored m USING (k))
 SELECT c.file_id, c.line_no, c.session_id, c.side FROM _cand c
-SEMI JOIN known k ON c.session_id = k.session_id AND c.side = k.side AND c.seq = k.seq
+SEMI JOIN known k ON c.k = k.k AND c.seq = k.seq
 ANTI JOIN _drop d ON d.file_id = c.file_id AND d.line_no = c.line_no
 """
 
@@ -396,11 +400,21 @@ FROM _cand c ANTI JOIN _drop d ON d.file_id = c.file_id AND d.line_no = c.line_n
 
 
 # No ORDER BY: every reader orders by (session, side, seq) itself, and sorting 2.5M rows with
-# their JSON cost 40% of this insert (measured). Rows arrive in file order.
+# their JSON cost 40% of this insert (measured). Rows arrive in file order. Into `_events`, the
+# table under the public view `events` (migration m013): session and file as integers.
 INSERT_EVENTS = f"""
-INSERT INTO events (session_id, side, seq, t, event, data, source_file, line_no, text_chars)
-SELECT c.session_id, c.side, c.seq, c.t, c.event, c.data, f.path, c.line_no, c.text_chars
-{_new_events("JOIN _files f USING (file_id)")}
+INSERT INTO _events (k, seq, t, event, data, file_id, line_no, text_chars)
+SELECT c.k, c.seq, c.t, c.event, c.data, c.file_id, c.line_no, c.text_chars
+{_new_events()}
+"""
+
+# The keys of the batch's new sessions, and the ids of its new files, under which `_events`
+# stores their rows (BATCH_SESSIONS, load.staged_batch).
+INSERT_SESSION_KEYS = """
+INSERT INTO _session_keys SELECT k, session_id, side FROM _batch_sessions WHERE new_key
+"""
+INSERT_SOURCE_FILES = """
+INSERT INTO _source_files SELECT file_id, path FROM _files WHERE new
 """
 
 # The batch's new events summarised again, once repeated lines were dropped.
@@ -506,4 +520,4 @@ FROM known
 POSITIONAL_LINES = "SELECT count(*) FROM _sids WHERE sid_key IS NULL"
 SESSIONS = (BATCH_SESSIONS, SID_KEYS)
 SUMMARIES = (CANDIDATE_REJECTS, ALL_BATCH_STATS)  # after CANDIDATES or CANDIDATES_BY_SID
-WRITES = (INSERT_TOOL_EVENTS, INSERT_HEADERS, MARK_DIRTY)  # and INSERT_REJECTS, when there are any
+WRITES = (INSERT_SESSION_KEYS, INSERT_SOURCE_FILES, INSERT_TOOL_EVENTS, INSERT_HEADERS, MARK_DIRTY)  # and INSERT_REJECTS, when there are any

@@ -42,6 +42,9 @@ class FileState:
     # Read to the end of what the file held at `size`/`mtime`; else read it again even if
     # unchanged (a run killed mid-file, or an unfinished end left while the writer was busy).
     complete: bool = False
+    # The file's id in `_source_files`, under which `_events` stores its lines (not a column of
+    # _ingest_files: a file read from stdin has no state stored); None until known.
+    file_id: int | None = None
 
 
 @dataclass
@@ -73,8 +76,38 @@ STATE_COLUMNS = (
 
 
 def load_states(con: duckdb.DuckDBPyConnection) -> dict[str, FileState]:
-    rows = con.execute(f"SELECT {', '.join(STATE_COLUMNS)} FROM _ingest_files").fetchall()
+    # With each file's id: one query (a cron run's cost is mostly its number of statements).
+    rows = con.execute(
+        f"SELECT {', '.join('f.' + c for c in STATE_COLUMNS)}, s.file_id "
+        "FROM _ingest_files f LEFT JOIN _source_files s USING (path)"
+    ).fetchall()
     return {row[0]: FileState(*row) for row in rows}
+
+
+def assign_file_ids(con: duckdb.DuckDBPyConnection, states: list[FileState]) -> tuple[dict[str, int], set[int]]:
+    """Give each of `states` without one its file's id in `_source_files`: the stored one, or for
+    a file seen for the first time the next free one, which its batch stores with its lines
+    (classify.INSERT_SOURCE_FILES). Returns every state's id by path, and the ids given out
+    for the first time."""
+    ids = {s.path: s.file_id for s in states if s.file_id is not None}
+    missing = [s for s in states if s.file_id is None]
+    if not missing:
+        return ids, set()
+    rows = con.execute(
+        "SELECT path, file_id FROM _source_files WHERE list_contains(?, path) "
+        "UNION ALL SELECT NULL, coalesce(max(file_id), 0) FROM _source_files",
+        [[s.path for s in missing]],
+    ).fetchall()
+    stored = {path: file_id for path, file_id in rows if path is not None}
+    next_id = max(file_id for path, file_id in rows if path is None)
+    new: set[int] = set()
+    for state in missing:
+        if state.path not in stored:
+            next_id += 1
+            stored[state.path] = next_id
+            new.add(next_id)
+        state.file_id = ids[state.path] = stored[state.path]
+    return ids, new
 
 
 @dataclass(frozen=True)
@@ -82,7 +115,7 @@ class StagedBatch:
     """A batch whose lines are parsed (table _parsed), ready for load_batch."""
 
     blocks: list[Block]
-    names: list[str]  # the batch's files, by file_id
+    names: dict[int, str]  # the batch's files, by file_id
     pyrejects: list[tuple[int, int, str, str]]  # (file_id, line_no, reason, raw): found while reading
 
 
@@ -102,14 +135,13 @@ def staged_batch(
     with a line that is not fails it and is parsed again the safe way, and a failed statement
     would have aborted a transaction around it.
     """
-    order: dict[str, int] = {}
-    for block in blocks:
-        order.setdefault(block.source.name, len(order))
+    names = list(dict.fromkeys(b.source.name for b in blocks))
+    order, new_ids = assign_file_ids(con, [states[n] for n in names])
     file_ids = [order[b.source.name] for b in blocks]
     unterminated = {b.source.name: b.unterminated_line for b in blocks if b.unterminated_line}
-    names = list(order)
     files = pa.table({
-        "file_id": pa.array(range(len(names)), pa.int32()),
+        "file_id": pa.array([order[n] for n in names], pa.int32()),
+        "new": pa.array([order[n] in new_ids for n in names], pa.bool_()),
         "path": pa.array(names, pa.string()),
         "cur_session": pa.array([states[n].cur_session for n in names], pa.string()),
         "cur_side": pa.array([states[n].cur_side for n in names], pa.string()),
@@ -141,7 +173,7 @@ def staged_batch(
             con.execute("RESET preserve_insertion_order")
         if unterminated:
             con.execute(classify.TRUNCATED)
-        yield StagedBatch(blocks, names, pyrejects)
+        yield StagedBatch(blocks, {order[n]: n for n in names}, pyrejects)
     finally:
         for name in ("_pieces", "_files", "_pyrejects"):
             con.unregister(name)
@@ -201,7 +233,7 @@ def load_batch(
         state.byte_offset = block.end_offset
         state.lines = block.first_line - 1 + block.line_count
     if persist_state:
-        save_states(con, [states[n] for n in names])
+        save_states(con, [states[n] for n in names.values()])
     return counts
 
 

@@ -1,8 +1,8 @@
 """How the ingester's connection writes: memory cap, and compaction only when it pays.
 
 DuckDB compacts ("vacuums") a table's partly filled row groups at every checkpoint. Each ingest
-run appends a partly filled row group to `events`, so every run's closing checkpoint rewrote
-the previous one too: measured 0.2 s on a 2.5M-event database whatever the run added (a
+run appends a partly filled row group to `_events` (the rows of the view `events`), so every
+run's closing checkpoint rewrote the previous one too: measured 0.2 s on a 2.5M-event database whatever the run added (a
 cron run adding 1% of lines spent more on that than on the lines). Compaction is off while
 ingesting and is done in one go once the table holds far more row groups than its rows need,
 so its cost is spread over the runs that fragmented it. Whether it is due is first judged
@@ -110,7 +110,7 @@ def row_groups_for(rows: int) -> int:
 
 
 def raise_row_group_bound(con: duckdb.DuckDBPyConnection, added: int) -> None:
-    """Inside the transaction that appended the rows: `events` may now have `added` more."""
+    """Inside the transaction that appended the rows: `_events` may now have `added` more."""
     if added:
         con.execute("UPDATE _events_row_groups SET bound = bound + ?", [added])
 
@@ -126,16 +126,17 @@ def _row_groups(con: duckdb.DuckDBPyConnection, table: str) -> int:
     return int(groups)
 
 
-def is_fragmented(con: duckdb.DuckDBPyConnection, table: str = "events") -> bool:
+def is_fragmented(con: duckdb.DuckDBPyConnection, table: str = "_events") -> bool:
     """Does `table` hold far more row groups than its rows need? Counted exactly."""
     (rows,) = con.execute(f"SELECT count(*) FROM {table}").fetchone()  # type: ignore[misc]
     return _too_many(rows, _row_groups(con, table))
 
 
 def events_fragmented(con: duckdb.DuckDBPyConnection) -> bool:
-    """is_fragmented for `events`, after an ingest run (a read-write connection): counted exactly
-    only when the bound says it may be, or is not known; the exact count then becomes the bound."""
-    (rows,) = con.execute("SELECT count(*) FROM events").fetchone()  # type: ignore[misc]
+    """is_fragmented for `_events` (the rows of the view `events`), after an ingest run (a
+    read-write connection): counted exactly only when the bound says it may be, or is not
+    known; the exact count then becomes the bound."""
+    (rows,) = con.execute("SELECT count(*) FROM _events").fetchone()  # type: ignore[misc]
     # max(): one row even if the table lost its row; NULL (not known yet) is counted
     (bound,) = con.execute("SELECT max(bound) FROM _events_row_groups").fetchone()  # type: ignore[misc]
     if bound is not None and not _too_many(rows, bound):
@@ -144,8 +145,8 @@ def events_fragmented(con: duckdb.DuckDBPyConnection) -> bool:
 
 
 def _recount_bound(con: duckdb.DuckDBPyConnection) -> int:
-    """Count the row groups of `events` exactly and keep the count as the bound."""
-    groups = _row_groups(con, "events")
+    """Count the row groups of `_events` exactly and keep the count as the bound."""
+    groups = _row_groups(con, "_events")
     con.execute("UPDATE _events_row_groups SET bound = ?", [groups])
     return groups
 

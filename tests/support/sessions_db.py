@@ -137,6 +137,37 @@ def add_session(
     return session_id
 
 
+def insert_events(con: duckdb.DuckDBPyConnection, rows_sql: str, params: list[Any] | None = None) -> None:
+    """Store rows shaped like the public `events` (the result of `rows_sql`, by column name:
+    session_id, side, seq, t, event, data, and if present source_file, line_no, text_chars) as the
+    ingester stores them: `events` is a view over `_events`, which keys each row's session by
+    `_session_keys` and its file by `_source_files` (migration m013)."""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _new_events AS {rows_sql}", params)
+    cols = {name for (name,) in con.execute("SELECT name FROM pragma_table_info('_new_events')").fetchall()}
+
+    def col(name: str, sql_type: str) -> str:
+        return f"n.{name}" if name in cols else f"NULL::{sql_type}"
+
+    con.execute("""
+        INSERT INTO _session_keys
+        SELECT (SELECT coalesce(max(k), 0) FROM _session_keys) + row_number() OVER (), session_id, side
+        FROM (SELECT DISTINCT session_id, side FROM _new_events) ANTI JOIN _session_keys USING (session_id, side)
+    """)
+    con.execute(f"""
+        INSERT INTO _source_files
+        SELECT (SELECT coalesce(max(file_id), 0) FROM _source_files) + row_number() OVER (), path
+        FROM (SELECT DISTINCT {col('source_file', 'VARCHAR')} AS path FROM _new_events n WHERE path IS NOT NULL)
+        ANTI JOIN _source_files USING (path)
+    """)
+    con.execute(f"""
+        INSERT INTO _events (k, seq, t, event, data, file_id, line_no, text_chars)
+        SELECT s.k, n.seq, n.t, n.event, n.data, f.file_id, {col('line_no', 'BIGINT')}, {col('text_chars', 'INTEGER')}
+        FROM _new_events n JOIN _session_keys s USING (session_id, side)
+        LEFT JOIN _source_files f ON f.path = {col('source_file', 'VARCHAR')}
+    """)
+    con.execute("DROP TABLE _new_events")
+
+
 def add_sessions(con: duckdb.DuckDBPyConnection, specs: Sequence[dict[str, Any]]) -> None:
     """Bulk insert: whole Arrow batches, as the real ingester does."""
     sessions: list[dict[str, Any]] = []
@@ -152,8 +183,9 @@ def add_sessions(con: duckdb.DuckDBPyConnection, specs: Sequence[dict[str, Any]]
         tools.extend(t)
     keys = pa.table({"session_id": [s["session_id"] for s in sessions], "side": [s["side"] for s in sessions]})
     con.register("_keys", keys)
-    for table in ("sessions", "events", "tool_calls"):
+    for table in ("sessions", "tool_calls"):
         con.execute(f"DELETE FROM {table} WHERE (session_id, side) IN (SELECT (session_id, side) FROM _keys)")
+    con.execute("DELETE FROM _events WHERE k IN (SELECT k FROM _session_keys SEMI JOIN _keys USING (session_id, side))")
     con.unregister("_keys")
     s_tbl = pa.Table.from_pylist(sessions)
     e_tbl = pa.table(list(zip(*events)) if events else [[]] * 8,
@@ -167,7 +199,7 @@ def add_sessions(con: duckdb.DuckDBPyConnection, specs: Sequence[dict[str, Any]]
     cols = ", ".join(s_tbl.column_names)
     con.execute(f"INSERT INTO sessions ({cols}) SELECT {cols} FROM _s")
     if events:
-        con.execute("INSERT INTO events BY NAME SELECT * FROM _e")
+        insert_events(con, "SELECT * FROM _e")
     if tools:
         con.execute("INSERT INTO tool_calls SELECT * FROM _t")
     for name in ("_s", "_e", "_t"):
