@@ -43,8 +43,10 @@ class FileState:
     # unchanged (a run killed mid-file, or an unfinished end left while the writer was busy).
     complete: bool = False
     # The file's id in `_source_files`, under which `_events` stores its lines (not a column of
-    # _ingest_files: a file read from stdin has no state stored); None until known.
+    # _ingest_files: a file read from stdin has no state stored); None until known. New: given
+    # out by this run, stored with the file's first batch (classify.INSERT_SOURCE_FILES).
     file_id: int | None = None
+    file_id_new: bool = False
 
 
 @dataclass
@@ -84,15 +86,15 @@ def load_states(con: duckdb.DuckDBPyConnection) -> dict[str, FileState]:
     return {row[0]: FileState(*row) for row in rows}
 
 
-def assign_file_ids(con: duckdb.DuckDBPyConnection, states: list[FileState]) -> tuple[dict[str, int], set[int]]:
+def assign_file_ids(con: duckdb.DuckDBPyConnection, states: list[FileState]) -> dict[str, int]:
     """Give each of `states` without one its file's id in `_source_files`: the stored one, or for
-    a file seen for the first time the next free one, which its batch stores with its lines
-    (classify.INSERT_SOURCE_FILES). Returns every state's id by path, and the ids given out
-    for the first time."""
+    a file seen for the first time the next free one (`file_id_new`), which the file's first
+    batch stores with its lines. Returns every state's id by path. The ingester calls it once
+    for all the files a run reads: each query costs a first run's batch ~10 ms."""
     ids = {s.path: s.file_id for s in states if s.file_id is not None}
     missing = [s for s in states if s.file_id is None]
     if not missing:
-        return ids, set()
+        return ids
     rows = con.execute(
         "SELECT path, file_id FROM _source_files WHERE list_contains(?, path) "
         "UNION ALL SELECT NULL, coalesce(max(file_id), 0) FROM _source_files",
@@ -100,14 +102,13 @@ def assign_file_ids(con: duckdb.DuckDBPyConnection, states: list[FileState]) -> 
     ).fetchall()
     stored = {path: file_id for path, file_id in rows if path is not None}
     next_id = max(file_id for path, file_id in rows if path is None)
-    new: set[int] = set()
     for state in missing:
         if state.path not in stored:
             next_id += 1
             stored[state.path] = next_id
-            new.add(next_id)
+            state.file_id_new = True
         state.file_id = ids[state.path] = stored[state.path]
-    return ids, new
+    return ids
 
 
 @dataclass(frozen=True)
@@ -136,12 +137,12 @@ def staged_batch(
     would have aborted a transaction around it.
     """
     names = list(dict.fromkeys(b.source.name for b in blocks))
-    order, new_ids = assign_file_ids(con, [states[n] for n in names])
+    order = assign_file_ids(con, [states[n] for n in names])
     file_ids = [order[b.source.name] for b in blocks]
     unterminated = {b.source.name: b.unterminated_line for b in blocks if b.unterminated_line}
     files = pa.table({
         "file_id": pa.array([order[n] for n in names], pa.int32()),
-        "new": pa.array([order[n] in new_ids for n in names], pa.bool_()),
+        "new": pa.array([states[n].file_id_new for n in names], pa.bool_()),
         "path": pa.array(names, pa.string()),
         "cur_session": pa.array([states[n].cur_session for n in names], pa.string()),
         "cur_side": pa.array([states[n].cur_side for n in names], pa.string()),
@@ -222,6 +223,8 @@ def load_batch(
         con.execute(sql)
     for sql in classify.WRITES:
         con.execute(sql)
+    for name in names.values():
+        states[name].file_id_new = False  # stored now (INSERT_SOURCE_FILES)
     if counts.rejected:
         con.execute(classify.INSERT_REJECTS)
     for file_id, mark in con.execute(classify.LAST_MARKS).fetchall():

@@ -25,6 +25,7 @@ from .load import (
     BatchCounts,
     FileState,
     StagedBatch,
+    assign_file_ids,
     load_batch,
     load_states,
     save_states,
@@ -145,6 +146,7 @@ class Ingester:
                 continue
             state.complete = False  # until every block read below is committed
             plans.append((source, state, final))
+        assign_file_ids(self.con, [state for _, state, _ in plans])  # one query, not one per batch
         # Sizes as _prepare just found them: the files are not stat'ed a second time.
         total, exact = _bytes_to_read(plans)
         parallel = storage.fit_threads(self.con, total if exact else None)  # the connection is the run's own (ingest())
