@@ -3,8 +3,8 @@
 Inputs (registered by load.py): `_pieces` (file_id, base, n, chunk: whole lines) and
 `_files` (file_id: the file's id in `_source_files`, new: not stored there yet, path, the
 positional state carried from the previous batch: cur_session, cur_side, cur_header_line,
-cur_v, and unterminated_line: see TRUNCATED). Everything runs
-inside DuckDB over whole batches; no Python touches a single line.
+cur_v, and unterminated_line: see TRUNCATED). Everything runs inside DuckDB over whole
+batches; no Python touches a single line.
 
 Attribution: a line with `sid` belongs to that session (exact), provided the session has a
 header in the same file; a line without `sid` belongs to the most recent header above it in
@@ -520,4 +520,5 @@ FROM known
 POSITIONAL_LINES = "SELECT count(*) FROM _sids WHERE sid_key IS NULL"
 SESSIONS = (BATCH_SESSIONS, SID_KEYS)
 SUMMARIES = (CANDIDATE_REJECTS, ALL_BATCH_STATS)  # after CANDIDATES or CANDIDATES_BY_SID
-WRITES = (INSERT_SESSION_KEYS, INSERT_SOURCE_FILES, INSERT_TOOL_EVENTS, INSERT_HEADERS, MARK_DIRTY)  # and INSERT_REJECTS, when there are any
+# and INSERT_REJECTS, when there are any
+WRITES = (INSERT_SESSION_KEYS, INSERT_SOURCE_FILES, INSERT_TOOL_EVENTS, INSERT_HEADERS, MARK_DIRTY)
