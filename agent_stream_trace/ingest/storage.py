@@ -5,9 +5,10 @@ run appends a partly filled row group to `_events` (the rows of the view `events
 run's closing checkpoint rewrote the previous one too: measured 0.2 s on a 2.5M-event database
 whatever the run added (a cron run adding 1% of lines spent more on that than on the lines).
 Compaction is off while ingesting and is done in one go once the table holds far more row
-groups than its rows need, so its cost is spread over the runs that fragmented it. Whether it is due is first judged
-from an upper bound on the table's row groups that each run raises (`_events_row_groups`):
-counting them exactly reads every segment's metadata, which grows with the table.
+groups than its rows need, so its cost is spread over the runs that fragmented it. Whether it
+is due is first judged from an upper bound on the table's row groups that each run raises
+(`_events_row_groups`): counting them exactly reads every segment's metadata, which grows with
+the table.
 """
 
 from __future__ import annotations
