@@ -369,6 +369,47 @@ def m013_events_keyed(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+
+@migration
+def m014_summaries_keyed(con: duckdb.DuckDBPyConnection) -> None:
+    # The per-session summaries, the tool events and the stale list are stored under the
+    # session's key `k` (m013's `_session_keys`) instead of its id and side. A run reads the
+    # rows of the sessions it recomputes by joining on k, and a new session's k is above every
+    # stored one, so DuckDB skips the stored rows by their min/max instead of comparing every
+    # stored row's 36-character id (a cron run adding 200 sessions to 20k: reading their
+    # summaries ~7 -> ~2 ms, their tool events ~9 -> ~2.4 ms). Their cost then follows what
+    # the run adds, not what is stored.
+    con.execute(
+        """
+        CREATE TABLE _summaries AS
+        SELECT k.k, s.* EXCLUDE (session_id, side)
+        FROM _session_stats s JOIN _session_keys k USING (session_id, side) ORDER BY k.k;
+        ALTER TABLE _summaries ALTER COLUMN k SET NOT NULL;
+        DROP TABLE _session_stats;
+        ALTER TABLE _summaries RENAME TO _session_stats;
+        CREATE TABLE _tool_fields (
+            k INTEGER NOT NULL,
+            seq BIGINT NOT NULL,
+            t DOUBLE,
+            event VARCHAR,
+            tool_use_id VARCHAR,
+            tool_name VARCHAR,
+            status VARCHAR,
+            duration_ms DOUBLE
+        );
+        INSERT INTO _tool_fields
+        SELECT k.k, e.seq, e.t, e.event, e.tool_use_id, e.tool_name, e.status, e.duration_ms
+        FROM _tool_events e JOIN _session_keys k USING (session_id, side) ORDER BY k.k, e.seq;
+        DROP TABLE _tool_events;
+        ALTER TABLE _tool_fields RENAME TO _tool_events;
+        CREATE TABLE _stale_keys (k INTEGER PRIMARY KEY);
+        INSERT INTO _stale_keys SELECT DISTINCT k.k FROM _stale_sessions s JOIN _session_keys k USING (session_id, side);
+        DROP TABLE _stale_sessions;
+        ALTER TABLE _stale_keys RENAME TO _stale_sessions;
+        """
+    )
+
+
 def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Apply pending migrations; return the names applied. Safe to call from every entry point.
 

@@ -183,13 +183,16 @@ def test_migration_fills_text_chars_of_events_stored_before_it(tmp_path):
                                        "m007_drop_session_seq", "m008_dirty_sessions_unkeyed",
                                        "m009_session_headers_unkeyed", "m010_events_row_group_bound",
                                        "m011_session_stats_unkeyed", "m012_events_row_group_bound_counted",
-                                       "m013_events_keyed"]
+                                       "m013_events_keyed", "m014_summaries_keyed"]
     assert con.execute("SELECT session_id, seq, text_chars FROM events WHERE event = 'token' OR seq = 2 ORDER BY ALL").fetchall() == [
         ("s", 1, 2), ("s", 1, 5), ("s", 2, None)]
     # m013 keeps every row, with its session, side and file, behind the view of the same columns
     after = con.execute("SELECT session_id, side, seq, t, event, data, source_file, line_no FROM events ORDER BY ALL").fetchall()
     assert after == before
     assert con.execute("SELECT count(*), count(DISTINCT k), count(DISTINCT file_id) FROM _events").fetchall() == [(4, 3, 2)]
+    # m005 marked every session stale; m014 keeps that list, under the sessions' keys
+    assert con.execute("SELECT k.session_id, k.side FROM _stale_sessions JOIN _session_keys k USING (k) ORDER BY ALL").fetchall() == [
+        ("s", "client"), ("s", "server"), ("u", "server")]
     # the copy's row groups are left for the next run to count (ingest/storage.py)
     assert con.execute("SELECT bound FROM _events_row_groups").fetchall() == [(None,)]
 

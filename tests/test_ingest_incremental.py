@@ -328,11 +328,63 @@ def test_a_database_from_before_session_summaries_goes_on_like_a_clean_one(tmp_p
 
     con = duckdb.connect(str(old))
     con.execute("DROP TABLE _session_stats; DROP TABLE _tool_events; DROP TABLE _stale_sessions")
-    # ... nor what came after (m006 reshapes m005's tool events: it runs again, after m005)
-    con.execute("DELETE FROM _schema_migrations WHERE name IN ('m005_session_stats', 'm006_tool_event_fields')")
+    # ... nor what came after (m006 reshapes m005's tool events, m014 keys all three by session:
+    # they run again, after m005)
+    con.execute("DELETE FROM _schema_migrations WHERE name IN "
+                "('m005_session_stats', 'm006_tool_event_fields', 'm014_summaries_keyed')")
     con.close()
     write(path, lines[4:], mode="a")
     ingest([path], IngestOptions(db=old, open_window=0))
     ingest([path], IngestOptions(db=clean, open_window=0))
     assert dump(old) == dump(clean)
     assert rows(old, "SELECT max_gap_s, tool_calls, orphaned_tools FROM sessions") == [(pytest.approx(29.8), 1, 0)]
+
+
+# The private tables as they were before m014: keyed by session id and side, not by `k`.
+_UNDO_M014 = """
+CREATE TABLE _old_stats AS
+SELECT k.session_id, k.side, s.* EXCLUDE (k) FROM _session_stats s JOIN _session_keys k USING (k);
+DROP TABLE _session_stats;
+ALTER TABLE _old_stats RENAME TO _session_stats;
+CREATE TABLE _old_tools AS
+SELECT k.session_id, k.side, e.* EXCLUDE (k) FROM _tool_events e JOIN _session_keys k USING (k);
+DROP TABLE _tool_events;
+ALTER TABLE _old_tools RENAME TO _tool_events;
+DROP TABLE _stale_sessions;
+CREATE TABLE _stale_sessions (session_id VARCHAR NOT NULL, side VARCHAR NOT NULL, PRIMARY KEY (session_id, side));
+DELETE FROM _schema_migrations WHERE name = 'm014_summaries_keyed';
+"""
+
+
+def test_a_database_from_before_keyed_summaries_goes_on_like_a_clean_one(tmp_path):
+    # m014 moves the summaries, tool events and stale marks under the sessions' keys. A tool
+    # call started before it and finished after it pairs up, a session that grows across it
+    # merges its summary, and a session left stale is summarised again.
+    a, b = new_sid(), new_sid()
+    lines_a = v1_session(a, [(0.1, "token", {"text": "ab"}), (0.2, "tool_use", {"tool_name": "web", "tool_use_id": "t1"}),
+                             (30.0, "tool_result", {"tool_name": "web", "tool_use_id": "t1", "status": "done"}),
+                             (30.1, "token", {"text": "cd"}), (30.2, "done", {"model": "m"})])
+    lines_b = v1_session(b, [(0.1, "token", {"text": "xy"}), (0.5, "tool_use", {"tool_name": "sh", "tool_use_id": "t2"}),
+                             (1.5, "tool_result", {"tool_name": "sh", "tool_use_id": "t2", "status": "error"}),
+                             (2.0, "done", {"model": "m"})])
+    old, clean = tmp_path / "old.duckdb", tmp_path / "clean.duckdb"
+    path = write(tmp_path / "live.jsonl", lines_b + lines_a[:3])  # a is cut after its tool_use
+    ingest([path], IngestOptions(db=old, open_window=0))
+    import duckdb
+
+    con = duckdb.connect(str(old))
+    con.execute(_UNDO_M014)
+    # b's summary is wrong and marked stale: the next run must make it again from b's events
+    con.execute("UPDATE _session_stats SET token_chars = 999 WHERE session_id = ?", [b])
+    con.execute("INSERT INTO _stale_sessions VALUES (?, 'server')", [b])
+    con.close()
+    write(path, lines_a[3:], mode="a")
+    ingest([path], IngestOptions(db=old, open_window=0))
+    ingest([path], IngestOptions(db=clean, open_window=0))
+    assert dump(old) == dump(clean)
+    assert rows(old, "SELECT session_id, status, latency_ms FROM tool_calls ORDER BY latency_ms") == [
+        (b, "error", pytest.approx(1000.0)), (a, "done", pytest.approx(29800.0))]
+    assert rows(old, "SELECT max_gap_s FROM sessions WHERE session_id = ?", [a]) == [(pytest.approx(29.8),)]
+    summaries = "SELECT k.session_id, s.* EXCLUDE (k) FROM _session_stats s JOIN _session_keys k USING (k) ORDER BY 1"
+    assert rows(old, summaries) == rows(clean, summaries)
+    assert rows(old, "SELECT count(*) FROM _stale_sessions") == [(0,)]

@@ -338,9 +338,7 @@ SELECT p.* EXCLUDE (k), b.k FROM _positional p LEFT JOIN _batch_sessions b USING
 def _batch_stats(source: str) -> str:
     return f"""
 CREATE OR REPLACE TEMP TABLE _batch_stats AS
-SELECT b.session_id, b.side, s.* EXCLUDE (k)
-FROM ({summarise(f"SELECT c.k, {metric_rows('c')} {source}")}) s
-JOIN _batch_sessions b USING (k)
+{summarise(f"SELECT c.k, {metric_rows('c')} {source}")}
 """
 
 
@@ -375,10 +373,10 @@ QUALIFY row_number() OVER (PARTITION BY session_id, side, seq ORDER BY file_id, 
 # a cron run (DuckDB 2.0).
 _KNOWN = """
 FROM _batch_sessions b
-LEFT JOIN _session_stats s USING (session_id, side)
-LEFT JOIN _stale_sessions t USING (session_id, side)
+LEFT JOIN _session_stats s ON s.k = b.k
+LEFT JOIN _stale_sessions t ON t.k = b.k
 """
-_MAY_REPEAT_STORED = "b.lo <= s.max_seq OR t.session_id IS NOT NULL"
+_MAY_REPEAT_STORED = "b.lo <= s.max_seq OR t.k IS NOT NULL"
 _MAYBE_STORED = f"SELECT b.k {_KNOWN} WHERE {_MAY_REPEAT_STORED}"
 STORED_REPEATS = f"""
 INSERT INTO _drop
@@ -426,8 +424,8 @@ BATCH_STATS = _batch_stats(_new_events())
 # lines in it (an IN list it applies afterwards, to every line: 12% more instructions).
 INSERT_TOOL_EVENTS = f"""
 INSERT INTO _tool_events
-SELECT session_id, side, seq, t, event, f[1], f[2], f[3], try_cast(f[4] AS DOUBLE) FROM (
-    SELECT c.session_id, c.side, c.seq, c.t, c.event,
+SELECT k, seq, t, event, f[1], f[2], f[3], try_cast(f[4] AS DOUBLE) FROM (
+    SELECT c.k, c.seq, c.t, c.event,
         json_extract_string(c.data, ['$.tool_use_id', '$.tool_name', '$.status', '$.duration_ms']) AS f
     {_new_events(where="c.event BETWEEN 'tool_result' AND 'tool_use' AND c.event IN ('tool_use', 'tool_result')")}
 )
@@ -494,7 +492,7 @@ BATCH_CHECK = f"""
 WITH known AS (
     -- the sessions that may repeat stored events, and those with a stored summary (with none,
     -- nothing needs merging)
-    SELECT count(CASE WHEN {_MAY_REPEAT_STORED} THEN 1 END) AS maybe_stored, count(s.session_id) AS stored
+    SELECT count(CASE WHEN {_MAY_REPEAT_STORED} THEN 1 END) AS maybe_stored, count(s.k) AS stored
     {_KNOWN}
 )
 SELECT

@@ -17,17 +17,17 @@ from . import stats
 INTERLEAVE_HORIZON_S = DEFAULT_OPEN_WINDOW_S
 
 # The sessions to recompute: those listed dirty, and open sessions whose files went quiet past
-# the open window (their rows change with no new line). Each gets a small integer key `k`: the
-# statements below group and join by it instead of by (session_id, side) text.
+# the open window (their rows change with no new line), with their key `k` (`_session_keys`),
+# under which their summaries and tool events are stored; NULL for a session without events.
 KEYS = """
 CREATE OR REPLACE TEMP TABLE _keys AS
-SELECT session_id, side, row_number() OVER () AS k FROM (
+SELECT d.session_id, d.side, sk.k FROM (
     SELECT session_id, side FROM _dirty_sessions
     UNION
     SELECT s.session_id, s.side FROM sessions s
     JOIN _ingest_files f ON f.path = s.source_file
     WHERE s.outcome = 'open' AND coalesce(f.mtime, 0) < $idle_before
-)
+) d LEFT JOIN _session_keys sk USING (session_id, side)
 """
 
 # The session's header: when one session is found in several files (a copied or rotated
@@ -52,18 +52,17 @@ LEFT JOIN _ingest_files f ON f.path = h.source_file
 GROUP BY h.session_id, h.side
 """
 
-# The sessions' summaries (stats.py), under their integer keys.
+# The sessions' summaries (stats.py), under their keys.
 AGGREGATES = """
-SELECT k.k, s.* EXCLUDE (session_id, side, max_gap_end), s.max_gap_end.t AS max_gap_at_s
-FROM _session_stats s JOIN _keys k USING (session_id, side)
+SELECT s.* EXCLUDE (max_gap_end), s.max_gap_end.t AS max_gap_at_s
+FROM _session_stats s SEMI JOIN _keys k USING (k)
 """
 
 TOOLS = """
 CREATE OR REPLACE TEMP TABLE _tools AS
 WITH ev AS (
-    -- (An IN (SELECT session_id FROM _keys) filter here cost a first run's 20k sessions 30 ms
-    -- and gained a cron run's 400 nothing: measured with DuckDB 2.0.)
-    SELECT k.k, e.* EXCLUDE (session_id, side) FROM _tool_events e JOIN _keys k USING (session_id, side)
+    -- by k: DuckDB skips the stored rows outside the keys' min/max (a cron run's new sessions)
+    SELECT e.* FROM _tool_events e SEMI JOIN _keys k USING (k)
 ),
 uses AS (
     SELECT k, tool_use_id, min_by(tool_name, seq) AS tool_name, min(t) AS started_t

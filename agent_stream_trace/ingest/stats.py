@@ -114,32 +114,31 @@ STATS_COLUMNS = (
 _MERGED_COLUMNS = STATS_COLUMNS.replace(
     "max_gap_end", "CASE WHEN best_gap IS NOT NULL THEN {'seq': best_gap.seq, 't': best_gap.t} END AS max_gap_end")
 
-# `_batch_stats` (session_id, side, the summary columns): the batch's new events, summarised.
-# New and grown sessions get the merged summary; the others are marked stale (refresh_sessions
-# summarises them again from `events`). `_session_stats` has no key (m011): its index cost
-# ~2 us per summary inserted (~40 ms of a first run) and was written again at every
-# checkpoint, so a merged summary replaces the stored one by a DELETE and an INSERT, in the
-# batch's transaction.
+# `_batch_stats` (k, the summary columns): the batch's new events, summarised per session key
+# (`_session_keys`, under which `_session_stats` stores them too: m014). New and grown sessions
+# get the merged summary; the others are marked stale (refresh_sessions summarises them again
+# from their events). `_session_stats` has no primary key (m011): its index cost ~2 us per
+# summary inserted (~40 ms of a first run) and was written again at every checkpoint, so a
+# merged summary replaces the stored one by a DELETE and an INSERT, in the batch's transaction.
 _REPLACE_MERGED = (
     """
-    DELETE FROM _session_stats s USING _merged m
-    WHERE s.session_id = m.session_id AND s.side = m.side AND m.stale IS NOT TRUE
+    DELETE FROM _session_stats s USING _merged m WHERE s.k = m.k AND m.stale IS NOT TRUE
     """,
     f"""
-    INSERT INTO _session_stats (session_id, side, {STATS_COLUMNS})
-    SELECT session_id, side, {_MERGED_COLUMNS}
+    INSERT INTO _session_stats (k, {STATS_COLUMNS})
+    SELECT k, {_MERGED_COLUMNS}
     FROM _merged WHERE stale IS NOT TRUE
     """,
 )
 MERGE = (
     f"""
     CREATE OR REPLACE TEMP TABLE _merged AS
-    SELECT n.session_id, n.side, n.first_seq <= o.max_seq AS stale, {_MERGED}
-    FROM _batch_stats n LEFT JOIN _session_stats o USING (session_id, side)
+    SELECT n.k, n.first_seq <= o.max_seq AS stale, {_MERGED}
+    FROM _batch_stats n LEFT JOIN _session_stats o USING (k)
     """,
     *_REPLACE_MERGED,
     """
-    INSERT INTO _stale_sessions SELECT session_id, side FROM _merged WHERE stale
+    INSERT INTO _stale_sessions SELECT k FROM _merged WHERE stale
     ON CONFLICT DO NOTHING
     """,
 )
@@ -156,25 +155,19 @@ MERGE_GROWN = MERGE[:-1]
 # read or delete (planning the merge alone cost ~10 ms, a few percent of a cron run).
 MERGE_NEW = (
     f"""
-    INSERT INTO _session_stats (session_id, side, {STATS_COLUMNS})
-    SELECT session_id, side, {STATS_COLUMNS} FROM _batch_stats n
+    INSERT INTO _session_stats (k, {STATS_COLUMNS})
+    SELECT k, {STATS_COLUMNS} FROM _batch_stats n
     """,
 )
 
 
 # Stale sessions, summarised again from every stored event (the same summary SQL).
 RESUMMARISE = (
-    """
-    CREATE OR REPLACE TEMP TABLE _stale_keys AS
-    SELECT session_id, side, row_number() OVER () AS k FROM _stale_sessions
-    """,
     f"""
     CREATE OR REPLACE TEMP TABLE _resummarised AS
-    SELECT sk.session_id, sk.side, s.* EXCLUDE (k)
-    FROM ({summarise(f"SELECT sk.k, {metric_rows('e')} FROM events e JOIN _stale_keys sk USING (session_id, side)")}) s
-    JOIN _stale_keys sk USING (k)
+    {summarise(f"SELECT e.k, {metric_rows('e')} FROM _events e SEMI JOIN _stale_sessions USING (k)")}
     """,
-    "DELETE FROM _session_stats s USING _stale_keys k WHERE s.session_id = k.session_id AND s.side = k.side",
-    f"INSERT INTO _session_stats (session_id, side, {STATS_COLUMNS}) SELECT session_id, side, {STATS_COLUMNS} FROM _resummarised",
+    "DELETE FROM _session_stats s USING _stale_sessions t WHERE s.k = t.k",
+    f"INSERT INTO _session_stats (k, {STATS_COLUMNS}) SELECT k, {STATS_COLUMNS} FROM _resummarised",
     "DELETE FROM _stale_sessions",
 )
