@@ -369,7 +369,6 @@ def m013_events_keyed(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-
 @migration
 def m014_summaries_keyed(con: duckdb.DuckDBPyConnection) -> None:
     # The per-session summaries, the tool events and the stale list are stored under the
