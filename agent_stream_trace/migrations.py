@@ -386,19 +386,11 @@ def m014_summaries_keyed(con: duckdb.DuckDBPyConnection) -> None:
         ALTER TABLE _summaries ALTER COLUMN k SET NOT NULL;
         DROP TABLE _session_stats;
         ALTER TABLE _summaries RENAME TO _session_stats;
-        CREATE TABLE _tool_fields (
-            k INTEGER NOT NULL,
-            seq BIGINT NOT NULL,
-            t DOUBLE,
-            event VARCHAR,
-            tool_use_id VARCHAR,
-            tool_name VARCHAR,
-            status VARCHAR,
-            duration_ms DOUBLE
-        );
-        INSERT INTO _tool_fields
-        SELECT k.k, e.seq, e.t, e.event, e.tool_use_id, e.tool_name, e.status, e.duration_ms
+        CREATE TABLE _tool_fields AS
+        SELECT k.k, e.* EXCLUDE (session_id, side)
         FROM _tool_events e JOIN _session_keys k USING (session_id, side) ORDER BY k.k, e.seq;
+        ALTER TABLE _tool_fields ALTER COLUMN k SET NOT NULL;
+        ALTER TABLE _tool_fields ALTER COLUMN seq SET NOT NULL;
         DROP TABLE _tool_events;
         ALTER TABLE _tool_fields RENAME TO _tool_events;
         CREATE TABLE _stale_keys (k INTEGER PRIMARY KEY);
