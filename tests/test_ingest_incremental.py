@@ -289,6 +289,30 @@ def test_batch_size_never_changes_the_database(corpus, tmp_path):
     assert dump(small) == dump(whole)
 
 
+def test_both_forms_of_the_batch_summary_give_the_same_database(corpus, tmp_path, monkeypatch):
+    # A large batch computes the silences apart from the other aggregates (stats.summarise),
+    # a small one in one pass. Every batch is summarised the large way here, over the copies of
+    # the test above (repeats dropped and summarised again, stale sessions), and the summaries
+    # and the public tables must be those of the one-pass form.
+    from agent_stream_trace.ingest import classify
+
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    for i, f in enumerate(sorted(corpus.glob("*.jsonl"))):
+        lines = f.read_bytes().splitlines(keepends=True)
+        (copies / f"z-partial-{i}.jsonl").write_bytes(b"".join(lines[: len(lines) // 3]))
+    one_pass, apart = tmp_path / "one_pass.duckdb", tmp_path / "apart.duckdb"
+    ingest([copies, corpus], IngestOptions(db=one_pass, open_window=0, batch_bytes=128 << 10))
+    monkeypatch.setattr(classify, "LARGE_BATCH_BYTES", 0)
+    report = ingest([copies, corpus], IngestOptions(db=apart, open_window=0, batch_bytes=128 << 10))
+    assert report.duplicates > 0  # BATCH_STATS_LARGE ran too
+    # by session: the keys `k` are given out in no set order
+    summaries = "SELECT sk.session_id, sk.side, s.* EXCLUDE (k) FROM _session_stats s JOIN _session_keys sk USING (k) ORDER BY 1, 2"
+    assert len(rows(apart, summaries)) == rows(apart, "SELECT count(DISTINCT k) FROM _events")[0][0]  # one per session with events
+    assert rows(apart, summaries) == rows(one_pass, summaries)
+    assert dump(apart) == dump(one_pass)
+
+
 def test_a_session_summarised_again_later_is_still_checked_for_repeats(tmp_path):
     # New events that land among a session's stored ones make it stale: its summary, max_seq
     # included, is made again from `events` only at the end of the run. Lines of a later batch

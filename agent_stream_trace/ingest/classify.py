@@ -334,15 +334,19 @@ SELECT p.* EXCLUDE (k), b.k FROM _positional p LEFT JOIN _batch_sessions b USING
 # are found without a pass of their own (REPEATS, a hash of every line's key, cost as much as
 # the summary's window, which sorts by seq anyway). Repeats are rare (a file read twice, a
 # session in two files); when there are any, the repeated lines are dropped and the batch's
-# new events summarised again (BATCH_STATS).
-def _batch_stats(source: str) -> str:
+# new events summarised again (BATCH_STATS). Each in two forms: a batch of LARGE_BATCH_BYTES
+# or more computes the silences apart from the other aggregates (stats.summarise: cheaper per
+# line, dearer to start).
+def _batch_stats(source: str, *, large: bool) -> str:
     return f"""
 CREATE OR REPLACE TEMP TABLE _batch_stats AS
-{summarise(f"SELECT c.k, {metric_rows('c')} {source}")}
+{summarise(f"SELECT c.k, {metric_rows('c')} {source}", gaps_apart=large)}
 """
 
 
-ALL_BATCH_STATS = _batch_stats("FROM _cand c")
+LARGE_BATCH_BYTES = 8 << 20
+ALL_BATCH_STATS = _batch_stats("FROM _cand c", large=False)
+ALL_BATCH_STATS_LARGE = _batch_stats("FROM _cand c", large=True)
 
 # The batch drops nothing (no repeats, no session that may repeat stored events).
 NO_REPEATS = """
@@ -416,7 +420,8 @@ INSERT INTO _source_files SELECT file_id, path FROM _files WHERE new
 """
 
 # The batch's new events summarised again, once repeated lines were dropped.
-BATCH_STATS = _batch_stats(_new_events())
+BATCH_STATS = _batch_stats(_new_events(), large=False)
+BATCH_STATS_LARGE = _batch_stats(_new_events(), large=True)
 
 # The tool events, which tool_calls pairs up at the end of the run (sessions.py): the fields
 # it needs, read with one parse of each event's data. The range test says the same as the IN
@@ -518,5 +523,6 @@ FROM known
 POSITIONAL_LINES = "SELECT count(*) FROM _sids WHERE sid_key IS NULL"
 SESSIONS = (BATCH_SESSIONS, SID_KEYS)
 SUMMARIES = (CANDIDATE_REJECTS, ALL_BATCH_STATS)  # after CANDIDATES or CANDIDATES_BY_SID
+SUMMARIES_LARGE = (CANDIDATE_REJECTS, ALL_BATCH_STATS_LARGE)  # the same, for a large batch
 # and INSERT_REJECTS, when there are any
 WRITES = (INSERT_SESSION_KEYS, INSERT_SOURCE_FILES, INSERT_TOOL_EVENTS, INSERT_HEADERS, MARK_DIRTY)

@@ -194,6 +194,7 @@ def load_batch(
     must already carry the new size/mtime/head_hash; offsets and line counts are advanced here.
     """
     blocks, names, pyrejects = staged.blocks, staged.names, staged.pyrejects
+    large = sum(len(b.data) for b in blocks) >= classify.LARGE_BATCH_BYTES
     counts = BatchCounts()
     con.execute(classify.MARKS)
     con.execute(classify.SIDS)
@@ -204,14 +205,14 @@ def load_batch(
     if positional:
         con.execute(classify.POSITIONAL_KEYS)
     con.execute(classify.CANDIDATES if positional else classify.CANDIDATES_BY_SID)
-    for sql in classify.SUMMARIES:
+    for sql in classify.SUMMARIES_LARGE if large else classify.SUMMARIES:
         con.execute(sql)
     repeats, maybe_stored, stored, lines, headers, good_events, rejects = con.execute(classify.BATCH_CHECK).fetchone()  # type: ignore[misc]
     con.execute(classify.REPEATS if repeats else classify.NO_REPEATS)
     if maybe_stored:
         con.execute(classify.STORED_REPEATS)
     if repeats or maybe_stored:
-        con.execute(classify.BATCH_STATS)  # summarised again without the dropped lines
+        con.execute(classify.BATCH_STATS_LARGE if large else classify.BATCH_STATS)  # again, without the dropped lines
     (events,) = con.execute(classify.INSERT_EVENTS).fetchone()  # type: ignore[misc]
     counts.lines, counts.headers, counts.events = lines, headers, events
     counts.duplicates = good_events - events
