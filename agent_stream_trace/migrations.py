@@ -401,6 +401,30 @@ def m014_summaries_keyed(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+@migration
+def m015_headers_keyed(con: duckdb.DuckDBPyConnection) -> None:
+    # The sessions' headers are stored under their keys `k`, as m014 did for the summaries,
+    # and every session with a header gets a key, with events or without. A run reads the
+    # headers of the sessions it recomputes by joining on k, which DuckDB prunes by the stored
+    # row groups' min/max (a cron run's new sessions have the highest keys), instead of
+    # comparing every stored header's 36-character id: their cost follows what the run adds.
+    con.execute(
+        """
+        INSERT INTO _session_keys
+        SELECT (SELECT coalesce(max(k), 0) FROM _session_keys) + row_number() OVER (ORDER BY session_id, side),
+            session_id, side
+        FROM (SELECT DISTINCT session_id, side FROM _session_headers) ANTI JOIN _session_keys USING (session_id, side);
+        CREATE TABLE _headers AS
+        SELECT k.k, h.* EXCLUDE (session_id, side)
+        FROM _session_headers h JOIN _session_keys k USING (session_id, side) ORDER BY k.k, h.source_file;
+        ALTER TABLE _headers ALTER COLUMN k SET NOT NULL;
+        ALTER TABLE _headers ALTER COLUMN source_file SET NOT NULL;
+        DROP TABLE _session_headers;
+        ALTER TABLE _headers RENAME TO _session_headers;
+        """
+    )
+
+
 def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Apply pending migrations; return the names applied. Safe to call from every entry point.
 

@@ -412,3 +412,46 @@ def test_a_database_from_before_keyed_summaries_goes_on_like_a_clean_one(tmp_pat
     summaries = "SELECT k.session_id, s.* EXCLUDE (k) FROM _session_stats s JOIN _session_keys k USING (k) ORDER BY 1"
     assert rows(old, summaries) == rows(clean, summaries)
     assert rows(old, "SELECT count(*) FROM _stale_sessions") == [(0,)]
+
+
+# The private tables as they were before m015: headers by session id and side, and no key for a
+# session without events.
+_UNDO_M015 = """
+CREATE TABLE _old_headers AS
+SELECT k.session_id, k.side, h.* EXCLUDE (k) FROM _session_headers h JOIN _session_keys k USING (k);
+DROP TABLE _session_headers;
+ALTER TABLE _old_headers RENAME TO _session_headers;
+DELETE FROM _session_keys WHERE k NOT IN (SELECT k FROM _events);
+DELETE FROM _schema_migrations WHERE name = 'm015_headers_keyed';
+"""
+
+
+def test_a_database_from_before_keyed_headers_goes_on_like_a_clean_one(tmp_path):
+    # m015 stores the headers under the sessions' keys and gives a key to every session with a
+    # header. Across it: a v0 session is closed by a header appended after it, and a v1 session
+    # stored as a header alone (no key before m015) gets its events.
+    a, b, c = new_sid(), new_sid(), new_sid()
+    v0 = [header(a, v1=False), event(0.1, "token", {"text": "ab"}), event(0.2, "token", {"text": "cd"})]
+    v0_later = [header(b, v1=False), event(0.1, "token", {"text": "x"}), event(0.3, "done", {})]
+    v1 = v1_session(c, [(0.1, "token", {"text": "hi"}), (0.2, "done", {})])
+    old, clean = tmp_path / "old.duckdb", tmp_path / "clean.duckdb"
+    v0_path, v1_path = write(tmp_path / "v0.jsonl", v0), write(tmp_path / "v1.jsonl", v1[:1])  # c: its header only
+    options = dict(open_window=3600)  # both files are being written: their last sessions stay open
+    ingest([tmp_path], IngestOptions(db=old, **options))
+    assert rows(old, "SELECT session_id, outcome FROM sessions ORDER BY event_count") == [(c, "open"), (a, "open")]
+    import duckdb
+
+    con = duckdb.connect(str(old))
+    con.execute(_UNDO_M015)
+    assert con.execute("SELECT count(*) FROM _session_keys").fetchall() == [(1,)]  # a's only
+    con.close()
+    write(v0_path, v0_later, mode="a")
+    write(v1_path, v1[1:], mode="a")
+    ingest([tmp_path], IngestOptions(db=old, **options))
+    ingest([tmp_path], IngestOptions(db=clean, **options))
+    assert dump(old) == dump(clean)
+    assert rows(old, "SELECT session_id, outcome, event_count FROM sessions ORDER BY session_id = ?, session_id = ?", [c, b]) == [
+        (a, "synthetic_done", 2), (b, "done", 2), (c, "done", 2)]
+    # every stored header is under a key, one per session
+    assert rows(old, "SELECT count(*) FROM _session_headers ANTI JOIN _session_keys USING (k)") == [(0,)]
+    assert rows(old, "SELECT count(*), count(DISTINCT k) FROM _session_keys") == [(3, 3)]

@@ -240,9 +240,9 @@ WITH spelled AS (
     SELECT file_id, session_id, min(side) AS side FROM (
         SELECT file_id, session_id, side FROM _marks WHERE session_id IS NOT NULL
         UNION ALL
-        SELECT f.file_id, h.session_id, h.side
-        FROM _session_headers h JOIN _files f ON h.source_file = f.path
-        WHERE h.session_id IN (SELECT session_id FROM spelled)
+        SELECT f.file_id, sk.session_id, sk.side
+        FROM _session_keys sk JOIN _session_headers h USING (k) JOIN _files f ON h.source_file = f.path
+        WHERE sk.session_id IN (SELECT session_id FROM spelled)
     ) GROUP BY ALL
 )
 SELECT s.file_id, s.sid_key, s.session_id, h.side, s.n, s.lo, s.hi
@@ -295,10 +295,11 @@ FROM _positional WHERE session_id IS NULL
 """
 
 # Per session of the batch: its good event lines, the seq range they cover, and its key `k` in
-# `_session_keys` (the key its events are stored under; a session seen for the first time gets
-# the next free one, stored with the batch: INSERT_SESSION_KEYS). The summaries (stats.py)
-# window and group by it too. From the spellings and the positional lines, not from the
-# candidates: the lines are not read again.
+# `_session_keys` (the key its events and headers are stored under; a session seen for the
+# first time gets the next free one, stored with the batch: INSERT_SESSION_KEYS). The summaries
+# (stats.py) window and group by it too. From the spellings, the positional lines and the
+# headers (a session with a header and no event in the batch: n = 0), not from the candidates:
+# the lines are not read again.
 BATCH_SESSIONS = """
 CREATE OR REPLACE TEMP TABLE _batch_sessions AS
 SELECT b.session_id, b.side, b.n, b.lo, b.hi,
@@ -311,6 +312,8 @@ FROM (
         UNION ALL
         SELECT session_id, side, count(*), min(line_no - header_line), max(line_no - header_line)
         FROM _positional WHERE session_id IS NOT NULL GROUP BY ALL
+        UNION ALL
+        SELECT session_id, side, 0, NULL, NULL FROM _marks WHERE reason IS NULL
     ) GROUP BY ALL
 ) b LEFT JOIN _session_keys s USING (session_id, side)
 """
@@ -436,18 +439,19 @@ SELECT k, seq, t, event, f[1], f[2], f[3], try_cast(f[4] AS DOUBLE) FROM (
 )
 """
 
-# The first header of each session per file; one already stored (a file read again from its
-# start) is kept. An anti-join, not a primary key: the key's index cost ~2.4 us per header
-# inserted, more than finding them (measured on 2.5k headers: 12 ms against 6).
+# The first header of each session per file, under the session's key (m015); one already
+# stored (a file read again from its start) is kept. An anti-join, not a primary key: the key's
+# index cost ~2.4 us per header inserted, more than finding them (measured on 2.5k headers: 12
+# ms against 6). By k, so that DuckDB skips the stored headers outside the batch's keys.
 INSERT_HEADERS = """
-INSERT INTO _session_headers
+INSERT INTO _session_headers (k, source_file, line_no, started_at, v, attrs)
 SELECT n.* FROM (
-    SELECT m.session_id, m.side, f.path AS source_file, m.line_no, m.started_at, m.v, m.attrs
-    FROM _marks m JOIN _files f USING (file_id)
+    SELECT b.k, f.path AS source_file, m.line_no, m.started_at, m.v, m.attrs
+    FROM _marks m JOIN _files f USING (file_id) JOIN _batch_sessions b USING (session_id, side)
     WHERE m.reason IS NULL
-    QUALIFY row_number() OVER (PARTITION BY m.session_id, m.side, f.path ORDER BY m.line_no) = 1
+    QUALIFY row_number() OVER (PARTITION BY b.k, f.path ORDER BY m.line_no) = 1
 ) n
-ANTI JOIN _session_headers o USING (session_id, side, source_file)
+ANTI JOIN _session_headers o USING (k, source_file)
 """
 
 # Rejected candidates are rare: their raw lines are cut again out of just their pieces.

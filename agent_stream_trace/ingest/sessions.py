@@ -18,7 +18,8 @@ INTERLEAVE_HORIZON_S = DEFAULT_OPEN_WINDOW_S
 
 # The sessions to recompute: those listed dirty, and open sessions whose files went quiet past
 # the open window (their rows change with no new line), with their key `k` (`_session_keys`),
-# under which their summaries and tool events are stored; NULL for a session without events.
+# under which their headers, summaries and tool events are stored (every session with a header
+# has one: m015).
 KEYS = """
 CREATE OR REPLACE TEMP TABLE _keys AS
 SELECT d.session_id, d.side, sk.k FROM (
@@ -27,18 +28,20 @@ SELECT d.session_id, d.side, sk.k FROM (
     SELECT s.session_id, s.side FROM sessions s
     JOIN _ingest_files f ON f.path = s.source_file
     WHERE s.outcome = 'open' AND coalesce(f.mtime, 0) < $idle_before
-) d LEFT JOIN _session_keys sk USING (session_id, side)
+) d JOIN _session_keys sk USING (session_id, side)
 """
 
 # The session's header: when one session is found in several files (a copied or rotated
 # recording), the first file by name is its source_file; the newest file decides idleness.
+# By k (m015): DuckDB skips the stored headers outside the keys' min/max. Whether a later
+# header follows in the same file matters only for v0 sessions: only their files are read whole.
 HEADERS = """
-WITH h AS (SELECT h.* FROM _session_headers h SEMI JOIN _keys k ON h.session_id = k.session_id AND h.side = k.side),
+WITH h AS (SELECT h.* FROM _session_headers h SEMI JOIN _keys k USING (k)),
 last_header AS (
     SELECT source_file, max(line_no) AS last_line FROM _session_headers
-    WHERE source_file IN (SELECT source_file FROM h) GROUP BY source_file
+    WHERE source_file IN (SELECT source_file FROM h WHERE coalesce(v, 0) = 0) GROUP BY source_file
 )
-SELECT h.session_id, h.side,
+SELECT h.k,
     min_by(h.source_file, h.source_file) AS source_file,
     min(h.started_at) AS started_at,
     max(h.v) AS v,
@@ -49,7 +52,7 @@ SELECT h.session_id, h.side,
 FROM h
 LEFT JOIN last_header lh ON lh.source_file = h.source_file
 LEFT JOIN _ingest_files f ON f.path = h.source_file
-GROUP BY h.session_id, h.side
+GROUP BY h.k
 """
 
 # The sessions' summaries (stats.py), under their keys.
@@ -103,7 +106,7 @@ WITH _hdr AS ({HEADERS}), _agg AS ({AGGREGATES}), t AS (
         json_extract_string(a.done_data, ['$.model', '$.message_id', '$.total_cost_usd', '$.num_turns',
             '$.tool_count', '$.duration_ms', '$.usage.output_tokens', '$.output_tokens']) AS done_fields
     FROM _keys ks
-    JOIN _hdr h USING (session_id, side)
+    JOIN _hdr h USING (k)
     LEFT JOIN _agg a USING (k)
     LEFT JOIN t USING (k)
 )
