@@ -224,8 +224,10 @@ def load_batch(
         con.execute(sql)
     for sql in classify.WRITES:
         con.execute(sql)
-    for name in names.values():
-        states[name].file_id_new = False  # stored now (INSERT_SOURCE_FILES)
+    if any(states[name].file_id_new for name in names.values()):
+        con.execute(classify.INSERT_SOURCE_FILES)
+        for name in names.values():
+            states[name].file_id_new = False  # stored now
     if counts.rejected:
         con.execute(classify.INSERT_REJECTS)
     for file_id, mark in con.execute(classify.LAST_MARKS).fetchall():

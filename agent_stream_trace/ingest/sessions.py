@@ -9,6 +9,8 @@ lines into an in-memory database (ingest_lines), so there is no second definitio
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import duckdb
 
 from ..config import DEFAULT_OPEN_WINDOW_S
@@ -160,8 +162,8 @@ FROM sessions a
 WHERE a.attribution = 'ambiguous' AND s.attribution = 'positional' AND s.outcome <> 'done'
   AND a.source_file = s.source_file
   -- files where a session just recomputed is v0: a pair of sessions neither of which was
-  -- recomputed is as an earlier run left it, and v1 sessions are never marked. A run of v1
-  -- sessions then reads no session at all (the update read `sessions` twice, every run).
+  -- recomputed is as an earlier run left it, and v1 sessions are never marked. A run that
+  -- recomputed only v1 sessions does not run this at all (write_rows).
   AND a.source_file IN (SELECT source_file FROM _rows WHERE attribution <> 'exact')
   AND s.started_at <= a.ended_at
   AND a.started_at <= s.ended_at + to_microseconds(($horizon * 1e6)::BIGINT)
@@ -195,30 +197,41 @@ def resummarise_stale(con: duckdb.DuckDBPyConnection) -> None:
             con.execute(sql)
 
 
-def compute_rows(con: duckdb.DuckDBPyConnection, *, now: float, open_window: float) -> tuple[int, int]:
+class ComputedRows(NamedTuple):
+    total: int  # sessions recomputed
+    existing: int  # of which rows are stored already
+    not_exact: int  # of which attribution is positional or ambiguous (v0)
+
+
+# Asked once the rows are computed, in one query (a cron run's cost is mostly its statements).
+_COUNTS = """
+SELECT (SELECT count(*) FROM sessions s SEMI JOIN _keys k ON s.session_id = k.session_id AND s.side = k.side),
+    (SELECT count(*) FROM _rows WHERE attribution <> 'exact')
+"""
+
+
+def compute_rows(con: duckdb.DuckDBPyConnection, *, now: float, open_window: float) -> ComputedRows:
     """The rows of the sessions to recompute, into temporary tables (_keys, _tools, _rows), after
-    resummarise_stale; return (total, how many are stored already). It only reads the database's
-    own tables, so it may run while another connection checkpoints (DuckDB blocks writes then)."""
+    resummarise_stale. It only reads the database's own tables, so it may run while another
+    connection checkpoints (DuckDB blocks writes then)."""
     params = {"idle_before": now - open_window}
     con.execute(KEYS, params)
     (total,) = con.execute("SELECT count(*) FROM _keys").fetchone()  # type: ignore[misc]
     if total == 0:
-        return 0, 0
-    (existing,) = con.execute(
-        "SELECT count(*) FROM sessions s SEMI JOIN _keys k ON s.session_id = k.session_id AND s.side = k.side"
-    ).fetchone()  # type: ignore[misc]
+        return ComputedRows(0, 0, 0)
     con.execute(TOOLS)
     con.execute(ROWS, params)
-    return total, existing
+    existing, not_exact = con.execute(_COUNTS).fetchone()  # type: ignore[misc]
+    return ComputedRows(total, existing, not_exact)
 
 
-def write_rows(con: duckdb.DuckDBPyConnection, computed: tuple[int, int]) -> tuple[int, int]:
-    """Store the rows compute_rows returned (total, existing) for; return (new, updated)."""
-    total, existing = computed
-    if total == 0:
+def write_rows(con: duckdb.DuckDBPyConnection, computed: ComputedRows) -> tuple[int, int]:
+    """Store the rows compute_rows computed; return (new, updated)."""
+    if computed.total == 0:
         return 0, 0
-    if existing:
+    if computed.existing:
         con.execute(DELETE_OLD)
     con.execute(INSERT_NEW)
-    con.execute(SPREAD_AMBIGUITY, {"horizon": INTERLEAVE_HORIZON_S})
-    return total - existing, existing
+    if computed.not_exact:  # only v0 sessions are ever marked ambiguous
+        con.execute(SPREAD_AMBIGUITY, {"horizon": INTERLEAVE_HORIZON_S})
+    return computed.total - computed.existing, computed.existing
