@@ -369,6 +369,22 @@ def m013_events_keyed(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+def _keyed_by_session(table: str, *, order: str, not_null: tuple[str, ...] = ()) -> str:
+    """SQL: `table` made again with its session's key `k` (m013's `_session_keys`) in place of
+    its session id and side, its rows ordered by `order` (so that each row group covers a narrow
+    range of keys, which DuckDB skips by), and `k` and the columns `not_null` NOT NULL."""
+    new = f"{table}_keyed"
+    not_nulls = "".join(f"ALTER TABLE {new} ALTER COLUMN {c} SET NOT NULL; " for c in ("k", *not_null))
+    return f"""
+        CREATE TABLE {new} AS
+        SELECT k.k, t.* EXCLUDE (session_id, side)
+        FROM {table} t JOIN _session_keys k USING (session_id, side) ORDER BY {order};
+        {not_nulls}
+        DROP TABLE {table};
+        ALTER TABLE {new} RENAME TO {table};
+    """
+
+
 @migration
 def m014_summaries_keyed(con: duckdb.DuckDBPyConnection) -> None:
     # The per-session summaries, the tool events and the stale list are stored under the
@@ -379,20 +395,9 @@ def m014_summaries_keyed(con: duckdb.DuckDBPyConnection) -> None:
     # summaries ~7 -> ~2 ms, their tool events ~9 -> ~2.4 ms). Their cost then follows what
     # the run adds, not what is stored.
     con.execute(
-        """
-        CREATE TABLE _summaries AS
-        SELECT k.k, s.* EXCLUDE (session_id, side)
-        FROM _session_stats s JOIN _session_keys k USING (session_id, side) ORDER BY k.k;
-        ALTER TABLE _summaries ALTER COLUMN k SET NOT NULL;
-        DROP TABLE _session_stats;
-        ALTER TABLE _summaries RENAME TO _session_stats;
-        CREATE TABLE _tool_fields AS
-        SELECT k.k, e.* EXCLUDE (session_id, side)
-        FROM _tool_events e JOIN _session_keys k USING (session_id, side) ORDER BY k.k, e.seq;
-        ALTER TABLE _tool_fields ALTER COLUMN k SET NOT NULL;
-        ALTER TABLE _tool_fields ALTER COLUMN seq SET NOT NULL;
-        DROP TABLE _tool_events;
-        ALTER TABLE _tool_fields RENAME TO _tool_events;
+        f"""
+        {_keyed_by_session("_session_stats", order="k.k")}
+        {_keyed_by_session("_tool_events", order="k.k, t.seq", not_null=("seq",))}
         CREATE TABLE _stale_keys (k INTEGER PRIMARY KEY);
         INSERT INTO _stale_keys SELECT DISTINCT k.k FROM _stale_sessions s JOIN _session_keys k USING (session_id, side);
         DROP TABLE _stale_sessions;
@@ -409,18 +414,12 @@ def m015_headers_keyed(con: duckdb.DuckDBPyConnection) -> None:
     # row groups' min/max (a cron run's new sessions have the highest keys), instead of
     # comparing every stored header's 36-character id: their cost follows what the run adds.
     con.execute(
-        """
+        f"""
         INSERT INTO _session_keys
         SELECT (SELECT coalesce(max(k), 0) FROM _session_keys) + row_number() OVER (ORDER BY session_id, side),
             session_id, side
         FROM (SELECT DISTINCT session_id, side FROM _session_headers) ANTI JOIN _session_keys USING (session_id, side);
-        CREATE TABLE _headers AS
-        SELECT k.k, h.* EXCLUDE (session_id, side)
-        FROM _session_headers h JOIN _session_keys k USING (session_id, side) ORDER BY k.k, h.source_file;
-        ALTER TABLE _headers ALTER COLUMN k SET NOT NULL;
-        ALTER TABLE _headers ALTER COLUMN source_file SET NOT NULL;
-        DROP TABLE _session_headers;
-        ALTER TABLE _headers RENAME TO _session_headers;
+        {_keyed_by_session("_session_headers", order="k.k, t.source_file", not_null=("source_file",))}
         """
     )
 
