@@ -436,7 +436,7 @@ def test_a_database_from_before_keyed_headers_goes_on_like_a_clean_one(tmp_path)
     v1 = v1_session(c, [(0.1, "token", {"text": "hi"}), (0.2, "done", {})])
     old, clean = tmp_path / "old.duckdb", tmp_path / "clean.duckdb"
     v0_path, v1_path = write(tmp_path / "v0.jsonl", v0), write(tmp_path / "v1.jsonl", v1[:1])  # c: its header only
-    options = dict(open_window=3600)  # both files are being written: their last sessions stay open
+    options = {"open_window": 3600}  # both files are being written: their last sessions stay open
     ingest([tmp_path], IngestOptions(db=old, **options))
     assert rows(old, "SELECT session_id, outcome FROM sessions ORDER BY event_count") == [(c, "open"), (a, "open")]
     import duckdb
