@@ -423,6 +423,9 @@ DROP TABLE _session_headers;
 ALTER TABLE _old_headers RENAME TO _session_headers;
 DELETE FROM _session_keys WHERE k NOT IN (SELECT k FROM _events);
 DELETE FROM _schema_migrations WHERE name = 'm015_headers_keyed';
+-- m016 came after m015: its column goes too, and it runs again
+ALTER TABLE _session_keys DROP COLUMN uid;
+DELETE FROM _schema_migrations WHERE name = 'm016_session_keys_by_uuid';
 """
 
 
@@ -455,3 +458,26 @@ def test_a_database_from_before_keyed_headers_goes_on_like_a_clean_one(tmp_path)
     # every stored header is under a key, one per session
     assert rows(old, "SELECT count(*) FROM _session_headers ANTI JOIN _session_keys USING (k)") == [(0,)]
     assert rows(old, "SELECT count(*), count(DISTINCT k) FROM _session_keys") == [(3, 3)]
+
+
+def test_a_database_from_before_uuid_keys_goes_on_like_a_clean_one(tmp_path):
+    # m016 adds each key's session id as a UUID, which the lookups join on. A session that grows
+    # across it must find its key again, not get a second one.
+    a, b = new_sid(), new_sid()
+    lines_a = v1_session(a, [(0.1, "token", {"text": "ab"}), (0.2, "token", {"text": "cd"}), (0.3, "done", {})])
+    old, clean = tmp_path / "old.duckdb", tmp_path / "clean.duckdb"
+    path = write(tmp_path / "live.jsonl", lines_a[:2])  # a: its header and first token
+    ingest([path], IngestOptions(db=old, open_window=3600))
+    import duckdb
+
+    con = duckdb.connect(str(old))
+    con.execute("ALTER TABLE _session_keys DROP COLUMN uid;"
+                "DELETE FROM _schema_migrations WHERE name = 'm016_session_keys_by_uuid'")
+    con.close()
+    write(path, lines_a[2:] + v1_session(b, [(0.1, "done", {})]), mode="a")
+    ingest([path], IngestOptions(db=old, open_window=3600))
+    ingest([path], IngestOptions(db=clean, open_window=3600))
+    assert dump(old) == dump(clean)
+    assert rows(old, "SELECT count(*), count(DISTINCT k), count(uid) FROM _session_keys") == [(2, 2, 2)]
+    assert rows(old, "SELECT session_id, outcome, event_count FROM sessions ORDER BY session_id = ?", [b]) == [
+        (a, "done", 3), (b, "done", 1)]  # `_end` records are not events of the stream

@@ -242,7 +242,7 @@ WITH spelled AS (
         UNION ALL
         SELECT f.file_id, sk.session_id, sk.side
         FROM _session_keys sk JOIN _session_headers h USING (k) JOIN _files f ON h.source_file = f.path
-        WHERE sk.session_id IN (SELECT session_id FROM spelled)
+        WHERE sk.uid IN (SELECT session_id::UUID FROM spelled)
     ) GROUP BY ALL
 )
 SELECT s.file_id, s.sid_key, s.session_id, h.side, s.n, s.lo, s.hi
@@ -315,7 +315,7 @@ FROM (
         UNION ALL
         SELECT session_id, side, 0, NULL, NULL FROM _marks WHERE reason IS NULL
     ) GROUP BY ALL
-) b LEFT JOIN _session_keys s USING (session_id, side)
+) b LEFT JOIN _session_keys s ON s.uid = b.session_id::UUID AND s.side = b.side  -- by UUID: m016
 """
 
 # The key of each spelling's session, and of each positional line's (only when a batch has any:
@@ -416,7 +416,8 @@ SELECT c.k, c.seq, c.t, c.event, c.data, c.file_id, c.line_no, c.text_chars
 # The keys of the batch's new sessions, and the ids of its new files, under which `_events`
 # stores their rows (BATCH_SESSIONS, load.staged_batch).
 INSERT_SESSION_KEYS = """
-INSERT INTO _session_keys SELECT k, session_id, side FROM _batch_sessions WHERE new_key
+INSERT INTO _session_keys (k, session_id, side, uid)
+SELECT k, session_id, side, session_id::UUID FROM _batch_sessions WHERE new_key
 """
 INSERT_SOURCE_FILES = """
 INSERT INTO _source_files SELECT file_id, path FROM _files WHERE new

@@ -30,7 +30,7 @@ SELECT d.session_id, d.side, sk.k FROM (
     SELECT s.session_id, s.side FROM sessions s
     JOIN _ingest_files f ON f.path = s.source_file
     WHERE s.outcome = 'open' AND coalesce(f.mtime, 0) < $idle_before
-) d JOIN _session_keys sk USING (session_id, side)
+) d JOIN _session_keys sk ON sk.uid = try_cast(d.session_id AS UUID) AND sk.side = d.side  -- by UUID: m016
 """
 
 # The session's header: when one session is found in several files (a copied or rotated

@@ -149,8 +149,9 @@ def insert_events(con: duckdb.DuckDBPyConnection, rows_sql: str, params: list[An
         return f"n.{name}" if name in cols else f"NULL::{sql_type}"
 
     con.execute("""
-        INSERT INTO _session_keys
-        SELECT (SELECT coalesce(max(k), 0) FROM _session_keys) + row_number() OVER (), session_id, side
+        INSERT INTO _session_keys (k, session_id, side, uid)
+        SELECT (SELECT coalesce(max(k), 0) FROM _session_keys) + row_number() OVER (), session_id, side,
+            try_cast(session_id AS UUID)
         FROM (SELECT DISTINCT session_id, side FROM _new_events) ANTI JOIN _session_keys USING (session_id, side)
     """)
     con.execute(f"""
