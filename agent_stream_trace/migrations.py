@@ -372,7 +372,10 @@ def m013_events_keyed(con: duckdb.DuckDBPyConnection) -> None:
 def _keyed_by_session(table: str, *, order: str, not_null: tuple[str, ...] = ()) -> str:
     """SQL: `table` made again with its session's key `k` (m013's `_session_keys`) in place of
     its session id and side, its rows ordered by `order` (so that each row group covers a narrow
-    range of keys, which DuckDB skips by), and `k` and the columns `not_null` NOT NULL."""
+    range of keys, which DuckDB skips by), and `k` and the columns `not_null` NOT NULL.
+
+    Shipped migrations call it (m014, m015), so what it does must never change: a migration
+    that needs something else gets SQL of its own."""
     new = f"{table}_keyed"
     not_nulls = "".join(f"ALTER TABLE {new} ALTER COLUMN {c} SET NOT NULL; " for c in ("k", *not_null))
     return f"""
