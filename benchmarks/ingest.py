@@ -14,9 +14,9 @@ and, for comparison with earlier runs, (a) timed inside this process (duckdb alr
 Then the cron case: a second run over the unchanged corpus and a run after appending 1% more
 lines, each net of a no-op run (an empty directory: process start-up), as a share of (c) net
 of the same start-up (target: each under 5%). The cron runs are short and the machines
-noisy, so each is timed five times, alternating with the no-op run, and the best of each is
-kept; a kept corpus (--keep) is cut back to its size afterwards, so the next run measures the
-same files.
+noisy, so each is timed five times, each after a no-op run, spread over the repeats (a few
+after each first run), and the best of each is kept; a kept corpus (--keep) is cut back to its
+size afterwards, so the next run measures the same files.
 """
 
 from __future__ import annotations
@@ -190,10 +190,43 @@ def main() -> None:
     print(f"corpus: {len(files)} files, {lines:,} lines, {size / 1e6:,.0f} MB")
 
     machine_before = core_check()
-    a = a_here = b = c = float("inf")
+
+    # The cron runs (a second run over the unchanged corpus, and a run after appending 1% more
+    # lines) are short, so one noisy moment can double one of them: each is timed CRON_REPEAT
+    # times and the best kept, start-up too. Each follows a no-op run, so that a slow minute (the
+    # machine's speed drifts) slows the start-up it is netted against too. And they are spread
+    # over the repeats, a few after each first run (c), not timed in one block: the machine's
+    # noise comes in bursts, and a burst of ~10 s once slowed all five append runs of a block
+    # (run 58 in docs/ingest.md: best of five 0.49 s, against 0.34-0.37 s in the runs before).
+    empty = work / "empty"
+    empty.mkdir(exist_ok=True)
+    (work / "noop.duckdb").unlink(missing_ok=True)
+    cli_ingest([empty], work / "noop.duckdb")  # untimed: creates it, so a no-op run is start-up only
+    noops: list[float] = []
+
+    def after_noop(run) -> float:
+        noops.append(cli_ingest([empty], work / "noop.duckdb"))
+        return run()
+
+    extra = work / "extra"
+    shutil.rmtree(extra, ignore_errors=True)
+    simulate(SimulationOptions(sessions=max(args.sessions // 100, 1), seed=2, out=extra, files=args.files))
+    sizes = {f: f.stat().st_size for f in files}
+    before = work / "c-before-append.duckdb"
+
+    def append_run() -> float:
+        """The corpus and database as after the first run (c), then 1% more lines, then a run."""
+        shutil.copyfile(before, work / "c.duckdb")
+        restore(sizes)
+        for src, dst in zip(sorted(extra.glob("*.jsonl")), files):
+            with open(dst, "ab") as out:
+                out.write(src.read_bytes())
+        return cli_ingest([corpus], work / "c.duckdb")
+
+    a = a_here = b = c = second = appended = float("inf")
     peak_mb = 0.0
-    for _ in range(args.repeat):
-        for name in ("a.duckdb", "a-here.duckdb", "b.duckdb", "c.duckdb", "noop.duckdb"):
+    for i in range(args.repeat):
+        for name in ("a.duckdb", "a-here.duckdb", "b.duckdb", "c.duckdb"):
             (work / name).unlink(missing_ok=True)
         a = min(a, baseline_process("a", files, work / "a.duckdb"))
         os.sync()  # as timed_process does
@@ -202,39 +235,17 @@ def main() -> None:
         seconds, rss = cli_process([corpus], work / "c.duckdb")
         c, peak_mb = min(c, seconds), max(peak_mb, rss)
 
-    # The cron runs are short, so one noisy moment can double one of them: each is timed
-    # CRON_REPEAT times, the best kept (start-up too). Each alternates with a no-op run, so that
-    # a slow minute (the machine's speed drifts) slows the start-up it is netted against too.
-    empty = work / "empty"
-    empty.mkdir(exist_ok=True)
-    noops: list[float] = []
-
-    def after_noop(run) -> float:
-        noops.append(cli_ingest([empty], work / "noop.duckdb"))
-        return run()
-
-    second = min(after_noop(lambda: cli_ingest([corpus], work / "c.duckdb")) for _ in range(CRON_REPEAT))
-
-    extra = work / "extra"
-    shutil.rmtree(extra, ignore_errors=True)
-    simulate(SimulationOptions(sessions=max(args.sessions // 100, 1), seed=2, out=extra, files=args.files))
-    sizes = {f: f.stat().st_size for f in files}
-    before = work / "c-before-append.duckdb"
-    shutil.copyfile(work / "c.duckdb", before)
-
-    def append_run() -> float:
-        """The corpus and database as before the append, then 1% more lines, then a run."""
-        shutil.copyfile(before, work / "c.duckdb")
-        restore(sizes)
-        for src, dst in zip(sorted(extra.glob("*.jsonl")), files):
-            with open(dst, "ab") as out:
-                out.write(src.read_bytes())
-        return cli_ingest([corpus], work / "c.duckdb")
-
-    appended = min(after_noop(append_run) for _ in range(CRON_REPEAT))
+        # This repeat's share of the cron runs, on the database (c) just made.
+        share = CRON_REPEAT // args.repeat + (1 if i < CRON_REPEAT % args.repeat else 0)
+        if share:
+            second = min(second, *(after_noop(lambda: cli_ingest([corpus], work / "c.duckdb")) for _ in range(share)))
+            shutil.copyfile(work / "c.duckdb", before)
+            try:
+                appended = min(appended, *(after_noop(append_run) for _ in range(share)))
+            finally:
+                restore(sizes)  # the corpus as it was, for the next repeat and for a kept corpus
+                before.unlink()
     noop = min(noops)
-    restore(sizes)  # a kept corpus stays the same from run to run
-    before.unlink()
 
     machine_after = core_check()
     print()
