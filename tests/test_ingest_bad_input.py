@@ -6,7 +6,7 @@ import gzip
 import json
 
 from agent_stream_trace.ingest.pipeline import IngestOptions, ingest
-from ingest_support import event, header, new_sid, rows
+from ingest_support import event, header, new_sid, rows, v1_session, write
 
 
 def build_corpus() -> tuple[bytes, dict[int, str]]:
@@ -126,6 +126,32 @@ def test_corrupt_gzip_is_a_reject_and_the_lines_before_it_are_kept(tmp_path, db_
     assert reasons[-1].startswith("corrupt gzip"), reasons
     assert all(not r.startswith("corrupt gzip") for r in reasons[:-1])
     assert report.headers > 500 and report.events > 1000 and report.lines == report.headers + report.events + report.duplicates + report.rejected
+
+
+def test_any_gzip_damage_is_a_reject_and_the_other_files_load(tmp_path, db_path):
+    # Not gzip at all, a damaged checksum, junk after the last member: each a zlib error, not the
+    # stream simply ending (the test above). Once, each crashed the whole run, every run after.
+    sid, gz_sid = new_sid(), new_sid()
+    good = write(tmp_path / "good.jsonl", v1_session(sid, [(0.1, "token", {"text": "x"})]))
+    body = (header(gz_sid, v1=False) + "\n" + event(0.1, "done", {}) + "\n").encode()
+    blob = gzip.compress(body)
+    damaged = {
+        "not-gzip.jsonl.gz": b"x\n",
+        "bad-crc.jsonl.gz": blob[:-8] + bytes([blob[-8] ^ 0xFF]) + blob[-7:],
+        "junk-after.jsonl.gz": blob + b"junk after the last member",
+    }
+    for name, data in damaged.items():
+        (tmp_path / name).write_bytes(data)
+    for _ in range(2):  # and again: nothing added, nothing lost
+        report = ingest([tmp_path], IngestOptions(db=db_path, open_window=0))
+    assert report.files_unchanged == 4
+    rejects = dict(rows(db_path, "SELECT regexp_extract(source_file, '[^/]+$'), reason FROM rejects"))
+    assert sorted(rejects) == sorted(damaged)
+    assert all(reason.startswith("corrupt gzip") for reason in rejects.values()), rejects
+    assert rows(db_path, "SELECT session_id FROM sessions WHERE source_file = ?", [str(good)]) == [(sid,)]
+    # what decompressed before the damage is kept: the whole member before the junk
+    assert rows(db_path, "SELECT regexp_extract(source_file, '[^/]+$'), outcome FROM sessions WHERE session_id = ?",
+                [gz_sid]) == [("junk-after.jsonl.gz", "done")]
 
 
 def test_gzip_recordings_read_like_plain_ones(tmp_path, db_path, upstream_sequential):

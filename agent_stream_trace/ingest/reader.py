@@ -184,8 +184,10 @@ class _GzipStream:
                 data = b""
 
     def _fail(self, exc: BaseException) -> None:
-        # Hand out what was decompressed before the damage first, then the error.
-        self._pending = exc
+        # Hand out what was decompressed before the damage first, then the error. Without its
+        # traceback: that holds the frames of the read, among them the caller's view of its
+        # buffer, which could then not be resized (BufferError on every corrupt .gz file).
+        self._pending = exc.with_traceback(None)
         self._eof = True
 
     def raise_pending(self) -> None:
@@ -299,7 +301,7 @@ def _read(f: BinaryIO, carry: bytearray, size: int, step: int) -> tuple[bytearra
                 if not n and isinstance(f, _GzipStream):
                     f.raise_pending()
             except (OSError, EOFError, zlib.error) as exc:
-                problem = exc
+                problem = exc.with_traceback(None)  # see _GzipStream._fail: it pins `view`
                 break
             if not n:
                 break
