@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from agent_stream_trace.ingest.cli import format_report
 from agent_stream_trace.ingest.pipeline import IngestOptions, ingest
 from ingest_support import dump, event, header, new_sid, rows, v1_session, write
 
@@ -131,6 +132,36 @@ def test_a_file_read_again_from_its_start_keeps_one_header_per_session(tmp_path,
     assert (report.headers, report.duplicates) == (1, 1)
     assert rows(db_path, "SELECT count(*) FROM _session_headers") == [(1,)]
     assert rows(db_path, "SELECT count(*), sum(event_count) FROM sessions") == [(1, 2)]
+
+
+def test_a_file_that_vanishes_while_the_run_reads_is_read_next_run(tmp_path, db_path, monkeypatch):
+    import agent_stream_trace.ingest.pipeline as pipeline
+
+    traces = tmp_path / "traces"
+    traces.mkdir()
+    files = {name: v1_session(new_sid(), [(0.1, "token", {"text": name}), (0.2, "done", {})]) for name in ("a", "b")}
+    for name, lines in files.items():
+        write(traces / f"{name}.jsonl", lines)
+    read_blocks = pipeline.read_blocks
+
+    def vanishing(source, *args, **kwargs):  # b.jsonl is rotated away after it was listed
+        if source.name.endswith("b.jsonl") and source.path.exists():
+            source.path.unlink()
+        return read_blocks(source, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "read_blocks", vanishing)
+    report = ingest([traces], IngestOptions(db=db_path, open_window=0))
+    assert [entry.split(": ", 1)[0] for entry in report.unread] == [str((traces / "b.jsonl").resolve())]
+    summary = format_report(report, str(db_path))
+    assert "unread    1 file(s) vanished or unreadable" in summary and "b.jsonl: No such file" in summary
+    assert rows(db_path, "SELECT count(*) FROM sessions") == [(1,)]
+    monkeypatch.setattr(pipeline, "read_blocks", read_blocks)
+    write(traces / "b.jsonl", files["b"])  # back again
+    report = ingest([traces], IngestOptions(db=db_path, open_window=0))
+    assert report.unread == [] and report.files_unchanged == 1
+    clean = tmp_path / "clean.duckdb"
+    ingest([traces], IngestOptions(db=clean, open_window=0))
+    assert dump(db_path) == dump(clean)
 
 
 def test_stdin_is_read_whole(upstream_sequential, db_path):

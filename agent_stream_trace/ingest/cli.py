@@ -90,6 +90,11 @@ def format_report(r: IngestReport, db: str) -> str:
         f"  sessions  {r.sessions_new:,} new, {r.sessions_updated:,} updated",
         f"  time      {r.seconds:.2f} s ({r.lines_per_s:,.0f} lines/s, {r.bytes_read / 1e6:,.1f} MB)",
     ]
+    if r.unread:
+        lines.append(f"  unread    {len(r.unread)} file(s) vanished or unreadable while reading (the next run tries again):")
+        lines.extend(f"    {entry}" for entry in r.unread[:10])
+        if len(r.unread) > 10:
+            lines.append(f"    ... and {len(r.unread) - 10} more")
     if r.rejects:
         lines.append("  rejects by reason (details: SELECT * FROM rejects):")
         for reason, n in r.rejects.most_common():

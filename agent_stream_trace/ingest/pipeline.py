@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
@@ -73,6 +73,9 @@ class IngestReport(BatchCounts):
     sessions_new: int = 0
     sessions_updated: int = 0
     seconds: float = 0.0
+    # Files that vanished or became unreadable between listing and reading ("path: why"): the
+    # next run reads them (their read positions stay where they were).
+    unread: list[str] = field(default_factory=list)
 
     @property
     def lines_per_s(self) -> float:
@@ -164,6 +167,8 @@ class Ingester:
         for state, item in ahead:
             if isinstance(item, ReadOutcome):  # the file's last block was handed over
                 state.complete = item.reached_end
+                if item.unread is not None:
+                    report.unread.append(f"{state.path}: {item.unread}")
                 if not any(b.source.name == state.path for b in batch):
                     settled.append(state)
                 continue
@@ -229,8 +234,11 @@ class Ingester:
         for source, state, final in plans:
             outcome = ReadOutcome()
             cursor = Cursor(state.byte_offset, state.lines)
-            for block in read_blocks(source, cursor, final=final, outcome=outcome, block_bytes=block_bytes):
-                yield state, block
+            try:
+                for block in read_blocks(source, cursor, final=final, outcome=outcome, block_bytes=block_bytes):
+                    yield state, block
+            except OSError as exc:  # vanished or unreadable since it was listed: not complete, so read next run
+                outcome.unread = exc.strerror or str(exc)
             yield state, outcome
 
     def finish(self, report: IngestReport) -> None:

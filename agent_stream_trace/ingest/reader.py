@@ -61,6 +61,9 @@ class ReadOutcome:
     """
 
     reached_end: bool = False
+    # Why the file could not be opened or read, when it could not (it vanished or became
+    # unreadable after it was listed): nothing of it was lost, the next run reads it again.
+    unread: str | None = None
 
 
 @dataclass(frozen=True)
