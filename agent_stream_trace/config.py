@@ -42,8 +42,8 @@ def _resolve_seconds(arg: float | None, env_name: str, default: float) -> float:
             value = float(raw)
         except ValueError:
             raise UsageError(f"${env_name} must be a number of seconds, got {raw!r}") from None
-    if value < 0:
-        raise UsageError(f"a number of seconds cannot be negative: {value}")
+    if not value >= 0:  # NaN too: it compares false with everything, so nothing would ever be idle or final
+        raise UsageError(f"a number of seconds must be 0 or more, got {value}")
     return value
 
 

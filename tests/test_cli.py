@@ -30,6 +30,10 @@ def test_ingest_exit_codes_missing_path_rejects_and_strict(tmp_path, db_path):
     assert ok.returncode == 0, ok.stderr
     assert "1 rejects" in ok.stdout and "invalid JSON" in ok.stdout
 
+    for window in ("nan", "-1"):  # NaN would make no file ever final: bad usage, like a negative one
+        usage = run("ingest", str(good), "--db", str(db_path), "--open-window", window)
+        assert (usage.returncode, usage.stderr.count("\n")) == (2, 1) and "0 or more" in usage.stderr, usage.stderr
+
     bad2 = write(tmp_path / "bad2.jsonl", ["[1]"])
     strict = run("ingest", str(bad2), "--db", str(db_path), "--strict")
     assert strict.returncode == 1
