@@ -141,6 +141,30 @@ def test_a_line_repeating_the_seq_of_an_earlier_line_of_its_file_is_a_reject(tmp
     assert rows(db_path, "SELECT count(*) FROM rejects WHERE source_file = ?", [str(copy.resolve())]) == [(2,)]
 
 
+def test_a_v1_line_above_its_session_header_is_a_reject_however_the_file_is_read(tmp_path):
+    # A run that reads the file only up to such a line cannot know a header follows: so a line
+    # is attributed by sid only under its session's header, in every run and every batch size.
+    a, b = new_sid(), new_sid()
+    early = [event(0.1, "token", {"text": "x"}, sid=a, seq=1), event(0.1, "token", {"text": "y"}, sid=b, seq=1)]
+    rest = [header(a), event(0.2, "done", {}, sid=a, seq=2), header(b),
+            event(0.2, "token", {"text": "z"}, sid=b, seq=2), event(0.3, "done", {}, sid=b, seq=3)]
+    path = tmp_path / "late-header.jsonl"
+    dbs = {name: tmp_path / f"{name}.duckdb" for name in ("whole", "runs", "small")}
+    write(path, early)
+    ingest([path], IngestOptions(db=dbs["runs"], open_window=0))
+    write(path, rest, mode="a")
+    report = ingest([path], IngestOptions(db=dbs["runs"], open_window=0))
+    ingest([path], IngestOptions(db=dbs["small"], open_window=0, batch_bytes=100))
+    report = ingest([path], IngestOptions(db=dbs["whole"], open_window=0))
+    assert (report.headers, report.events, report.rejected) == (2, 3, 2)
+    assert rows(dbs["whole"], "SELECT line_no, reason FROM rejects ORDER BY 1") == [
+        (1, 'event: no session header for its "sid" above it in this file'),
+        (2, 'event: no session header for its "sid" above it in this file')]
+    assert rows(dbs["whole"], "SELECT session_id, outcome, event_count FROM sessions ORDER BY event_count") == [
+        (a, "done", 1), (b, "done", 2)]
+    assert dump(dbs["runs"]) == dump(dbs["whole"]) == dump(dbs["small"])
+
+
 def test_a_replaced_file_is_read_again_from_the_start(tmp_path, db_path):
     s1, s2 = new_sid(), new_sid()
     path = write(tmp_path / "rotated.jsonl", v1_session(s1, [(0.1, "done", {})]) + ["{bad"])

@@ -231,22 +231,39 @@ CREATE OR REPLACE TEMP TABLE _positional
 SIDS = f"""
 CREATE OR REPLACE TEMP TABLE _sids AS
 WITH spelled AS (
-    SELECT file_id, sid_key, n, lo, hi, try_cast({_json_string('sid_key')} AS UUID)::VARCHAR AS session_id
+    SELECT file_id, sid_key, n, lo, hi, first_line, try_cast({_json_string('sid_key')} AS UUID)::VARCHAR AS session_id
     FROM (
-        SELECT file_id, sid_key, count(*) AS n, min(seq) AS lo, max(seq) AS hi FROM _parsed
+        SELECT file_id, sid_key, count(*) AS n, min(seq) AS lo, max(seq) AS hi, min(line_no) AS first_line FROM _parsed
         WHERE reason IS NULL AND NOT is_header GROUP BY ALL
     )
 ), headers AS (
-    SELECT file_id, session_id, min(side) AS side FROM (
-        SELECT file_id, session_id, side FROM _marks WHERE session_id IS NOT NULL
+    SELECT file_id, session_id, min(side) AS side, min(line_no) AS header_line FROM (
+        SELECT file_id, session_id, side, line_no FROM _marks WHERE session_id IS NOT NULL
         UNION ALL
-        SELECT f.file_id, sk.session_id, sk.side
+        SELECT f.file_id, sk.session_id, sk.side, 0  -- stored: above every line of the batch
         FROM _session_keys sk JOIN _session_headers h USING (k) JOIN _files f ON h.source_file = f.path
         WHERE sk.uid IN (SELECT session_id::UUID FROM spelled)
     ) GROUP BY ALL
 )
-SELECT s.file_id, s.sid_key, s.session_id, h.side, s.n, s.lo, s.hi
+SELECT s.file_id, s.sid_key, s.session_id, h.side, s.n, s.lo, s.hi,
+    -- A line above its session's first header in the file is a reject (EARLY_SIDS), as it would
+    -- be in a run that read the file only up to the header: the same database however it is read.
+    CASE WHEN s.first_line < h.header_line THEN h.header_line END AS after_line
 FROM spelled s LEFT JOIN headers h ON h.file_id = s.file_id AND h.session_id = s.session_id
+"""
+
+# Spellings with lines above their session's header (rare: SIDS sets `after_line`): their
+# counts and seq range, of the lines below it only.
+EARLY_SIDS = """
+UPDATE _sids s SET n = coalesce(l.n, 0), lo = l.lo, hi = l.hi
+FROM (
+    SELECT e.file_id, e.sid_key, count(p.line_no) AS n, min(p.seq) AS lo, max(p.seq) AS hi
+    FROM _sids e LEFT JOIN _parsed p ON p.file_id = e.file_id AND p.sid_key = e.sid_key
+        AND p.reason IS NULL AND NOT p.is_header AND p.line_no > e.after_line
+    WHERE e.after_line IS NOT NULL
+    GROUP BY ALL
+) l
+WHERE s.file_id = l.file_id AND s.sid_key = l.sid_key
 """
 
 # The batch's good event lines (valid events attributed to a session) with their session, side,
@@ -270,7 +287,7 @@ WHERE p.reason IS NULL AND NOT p.is_header AND p.sid_key IS NULL AND pos.session
 CREATE OR REPLACE TEMP VIEW _cand AS
 SELECT p.file_id, p.line_no, s.session_id, s.side, s.k, p.seq, p.t, p.event, p.data, p.text_chars
 FROM _parsed p JOIN _sid_keys s ON s.file_id = p.file_id AND s.sid_key = p.sid_key
-WHERE p.reason IS NULL AND NOT p.is_header
+WHERE p.reason IS NULL AND NOT p.is_header AND p.line_no > s.after_line
 {by_position if positional else ""}"""
 
 
@@ -283,10 +300,14 @@ CANDIDATES_BY_SID = _candidates(positional=False)  # a batch without positional 
 CANDIDATE_REJECTS = """
 CREATE OR REPLACE TEMP TABLE _cand_rejects AS
 SELECT p.file_id, p.line_no,
+    -- one reason whether the header is further down or nowhere: a run that read the file only
+    -- up to this line could not tell them apart, and the database must not depend on that
     CASE WHEN s.session_id IS NULL THEN 'event: "sid" is not a UUID string'
-         ELSE 'event: no session header for its "sid" in this file' END AS reason
+         ELSE 'event: no session header for its "sid" above it in this file' END AS reason
 FROM _parsed p JOIN _sids s ON s.file_id = p.file_id AND s.sid_key = p.sid_key
-WHERE p.reason IS NULL AND NOT p.is_header AND s.side IS NULL
+-- the first test is on the spellings alone: with none to reject, the lines are not read at all
+WHERE (s.side IS NULL OR s.after_line IS NOT NULL) AND p.reason IS NULL AND NOT p.is_header
+    AND (s.side IS NULL OR p.line_no < s.after_line)
 UNION ALL
 SELECT file_id, line_no,
     CASE WHEN header_line IS NULL THEN 'event: no session header before it'
@@ -324,7 +345,7 @@ FROM (
 # 36-character keys, ~55 ms of each 96 MB batch's summary: measured with DuckDB 2.0).
 SID_KEYS = """
 CREATE OR REPLACE TEMP TABLE _sid_keys AS
-SELECT s.file_id, s.sid_key, s.session_id, s.side, b.k
+SELECT s.file_id, s.sid_key, s.session_id, s.side, b.k, coalesce(s.after_line, 0) AS after_line
 FROM _sids s JOIN _batch_sessions b USING (session_id, side)
 """
 POSITIONAL_KEYS = """
@@ -547,10 +568,10 @@ SELECT
 FROM known
 """
 
-# In this order (load.py): MARKS, SIDS, then (when SIDS found lines without sid) POSITIONAL,
-# SESSIONS, POSITIONAL_KEYS and CANDIDATES, else NO_POSITIONAL, SESSIONS and CANDIDATES_BY_SID;
-# then SUMMARIES.
-POSITIONAL_LINES = "SELECT count(*) FROM _sids WHERE sid_key IS NULL"
+# In this order (load.py): MARKS, SIDS, EARLY_SIDS (when SIDS found lines above their header),
+# then (when SIDS found lines without sid) POSITIONAL, SESSIONS, POSITIONAL_KEYS and CANDIDATES,
+# else NO_POSITIONAL, SESSIONS and CANDIDATES_BY_SID; then SUMMARIES. This query says which.
+POSITIONAL_LINES = "SELECT count(*) FILTER (WHERE sid_key IS NULL), count(after_line) FROM _sids"
 SESSIONS = (BATCH_SESSIONS, SID_KEYS)
 SUMMARIES = (CANDIDATE_REJECTS, ALL_BATCH_STATS)  # after CANDIDATES or CANDIDATES_BY_SID
 SUMMARIES_LARGE = (CANDIDATE_REJECTS, ALL_BATCH_STATS_LARGE)  # the same, for a large batch

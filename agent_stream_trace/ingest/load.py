@@ -198,7 +198,9 @@ def load_batch(
     counts = BatchCounts()
     con.execute(classify.MARKS)
     con.execute(classify.SIDS)
-    (positional,) = con.execute(classify.POSITIONAL_LINES).fetchone()  # type: ignore[misc]
+    positional, early = con.execute(classify.POSITIONAL_LINES).fetchone()  # type: ignore[misc]
+    if early:
+        con.execute(classify.EARLY_SIDS)
     con.execute(classify.POSITIONAL if positional else classify.NO_POSITIONAL)
     for sql in classify.SESSIONS:
         con.execute(sql)
