@@ -85,6 +85,49 @@ def test_partial_last_line_waits_inside_the_window_then_becomes_a_reject(tmp_pat
         (3, "truncated: last line has no newline and is not complete JSON")]
 
 
+@pytest.mark.parametrize("tail", ["cut JSON", "whole JSON"])
+def test_a_last_line_read_as_final_is_read_again_if_the_writer_finishes_it(tmp_path, db_path, tail):
+    # The file went quiet past the window with a line half written (a reject) or whole but
+    # without its newline (an event); then the writer came back. The line is read again in its
+    # place, and every line keeps its number: the database a run over the finished file gives.
+    a, b = new_sid(), new_sid()
+    done = event(0.2, "done", {})
+    cut = 10 if tail == "cut JSON" else len(done)
+    path = write(tmp_path / "paused.jsonl", [header(a, v1=False), event(0.1, "token", {"text": "x"}), done[:cut]],
+                 newline_at_end=False)
+    mtime = path.stat().st_mtime
+    first = ingest([path], IngestOptions(db=db_path, now=mtime + 1000))
+    assert (first.rejected, first.events) == ((1, 1) if tail == "cut JSON" else (0, 2))
+    write(path, [done[cut:], header(b, v1=False), event(0.1, "done", {})], mode="a")
+    ingest([path], IngestOptions(db=db_path, now=mtime + 1000))
+    clean = tmp_path / "clean.duckdb"
+    report = ingest([path], IngestOptions(db=clean, now=mtime + 1000))
+    assert (report.lines, report.rejected) == (5, 0)
+    assert dump(db_path) == dump(clean)
+
+
+def test_a_cut_gzip_end_read_as_final_is_read_again_when_the_member_is_finished(tmp_path, db_path):
+    import gzip
+    import zlib
+
+    a, b = new_sid(), new_sid()
+    member1 = gzip.compress(("\n".join(v1_session(a, [(0.1, "done", {})])) + "\n").encode())
+    writer = zlib.compressobj(wbits=31)
+    flushed = writer.compress(("\n".join(v1_session(b, [(0.1, "done", {})])) + "\n").encode()) + writer.flush(zlib.Z_SYNC_FLUSH)
+    path = tmp_path / "paused.jsonl.gz"
+    path.write_bytes(member1 + flushed)  # the second member's lines are all there, its end is not
+    mtime = path.stat().st_mtime
+    ingest([path], IngestOptions(db=db_path, now=mtime + 1000))
+    assert rows(db_path, "SELECT count(*) FROM rejects WHERE reason LIKE 'corrupt gzip%'") == [(1,)]
+    with open(path, "ab") as f:
+        f.write(writer.flush())  # the writer closes the member after all
+    ingest([path], IngestOptions(db=db_path, now=mtime + 1000))
+    clean = tmp_path / "clean.duckdb"
+    report = ingest([path], IngestOptions(db=clean, now=mtime + 1000))
+    assert report.rejected == 0
+    assert dump(db_path) == dump(clean)
+
+
 def test_partial_line_completed_by_the_writer_is_read_as_one_line(tmp_path, db_path):
     sid = new_sid()
     path = tmp_path / "writing.jsonl"

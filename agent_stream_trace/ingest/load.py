@@ -241,8 +241,15 @@ def load_batch(
         state.cur_header_line, state.cur_v = mark["line"], mark["v"]
     for block in blocks:
         state = states[block.source.name]
-        state.byte_offset = block.end_offset
-        state.lines = block.first_line - 1 + block.line_count
+        if block.unterminated_line is not None:
+            # The file's last line, without its newline, read because the file went quiet: stored
+            # or rejected now, but the read position stays before it, so that if the writer
+            # finishes it after all, the next run reads the whole line in its place (and its
+            # reject goes: pipeline.Ingester._forget_tails), as a run over the finished file would.
+            state.byte_offset, state.lines = block.start_offset, block.unterminated_line - 1
+        else:
+            state.byte_offset = block.end_offset
+            state.lines = block.first_line - 1 + block.line_count
     if persist_state:
         save_states(con, [states[n] for n in names.values()])
     return counts

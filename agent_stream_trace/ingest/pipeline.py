@@ -270,6 +270,11 @@ class Ingester:
             # recognised by session and seq and kept once).
             state = FileState(path=source.name)
             self.con.execute("DELETE FROM rejects WHERE source_file = ?", [source.name])
+        elif state.complete and (state.byte_offset < state.size or source.gzipped):
+            # It grew after a run read its unfinished end as final (a last line without newline,
+            # a cut .gz member): that end is read again now (load.py keeps the read position
+            # before it), so its reject goes, or the line would be both a reject and data.
+            self.con.execute("DELETE FROM rejects WHERE source_file = ? AND line_no > ?", [source.name, state.lines])
         head = _read_head(source.path, st.st_size)
         state.size, state.mtime, state.head_hash = st.st_size, st.st_mtime, head
         states[source.name] = state

@@ -48,6 +48,7 @@ class Block:
     line_count: int
     end_offset: int  # byte offset just after `data` (decompressed offset for .gz)
     unterminated_line: int | None = None  # line number of a final line without newline
+    start_offset: int = 0  # byte offset of `data`'s first byte (decompressed offset for .gz)
     rejects: list[Reject] = field(default_factory=list)
     pieces: Pieces = field(default_factory=lambda: cut_pieces(b""))  # of `data`, see pieces.py
 
@@ -280,6 +281,7 @@ def make_block(source: Source, whole: bytes | bytearray, line_no: int, offset: i
         line_count=count,
         end_offset=offset + len(whole),
         unterminated_line=line_no + count - 1 if unterminated else None,
+        start_offset=offset,
         rejects=rejects,
         pieces=pieces,
     )
