@@ -269,6 +269,22 @@ def test_stdin_is_read_whole(upstream_sequential, db_path):
     assert rows(db_path, "SELECT count(*), min(source_file) FROM sessions") == [(25, "<stdin>")]
 
 
+def test_the_same_recording_piped_in_twice_adds_nothing(tmp_path, db_path):
+    sid = new_sid()
+    recording = "\n".join([header(sid), "{oops", event(0.1, "done", {}, sid=sid, seq=1), "[1]"]) + "\n"
+    for _ in range(2):
+        proc = subprocess.run(
+            [sys.executable, "-m", "agent_stream_trace.ingest.cli", "-", "--db", str(db_path), "--open-window", "0"],
+            input=recording.encode(), capture_output=True,
+        )
+        assert proc.returncode == 0, proc.stderr
+    clean = tmp_path / "clean.duckdb"
+    path = write(tmp_path / "a.jsonl", recording.splitlines())
+    ingest([path], IngestOptions(db=clean, open_window=0))
+    assert rows(db_path, "SELECT line_no, reason FROM rejects ORDER BY 1") == rows(clean, "SELECT line_no, reason FROM rejects ORDER BY 1")
+    assert rows(db_path, "SELECT count(*) FROM events") == rows(clean, "SELECT count(*) FROM events") == [(1,)]
+
+
 def test_stored_events_keep_their_session_and_file_across_runs(tmp_path, db_path, upstream_sequential):
     """`events` is a view over `_events`, which stores each row's session and file as keys
     (migration m013): over runs that add sessions, files, a second copy of a session, a session

@@ -517,6 +517,12 @@ SELECT f.path, r.line_no, r.reason, left(r.raw, {REJECT_PREVIEW}) FROM (
     UNION ALL
     SELECT file_id, line_no, reason, raw FROM _pyrejects
 ) r JOIN _files f USING (file_id)
+-- Standard input is read whole every time (it has no read position to resume from), so the same
+-- recording piped in again must not store its rejects twice. A file's lines are never read
+-- twice: a file read again from its start has its rejects deleted first (pipeline.py).
+ANTI JOIN (SELECT * FROM rejects WHERE source_file = '<stdin>') o
+    ON o.source_file = f.path AND o.line_no = r.line_no AND o.reason = r.reason
+    AND o.raw IS NOT DISTINCT FROM left(r.raw, {REJECT_PREVIEW})
 ORDER BY f.path, r.line_no
 """
 
