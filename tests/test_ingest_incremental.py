@@ -71,6 +71,23 @@ def test_open_session_turns_synthetic_once_the_file_is_idle_past_the_window(tmp_
     assert rows(db_path, "SELECT outcome, end_reason FROM sessions") == [("synthetic_done", "no_end_record")]
 
 
+def test_a_run_over_other_paths_judges_a_quiet_file_by_its_mtime_now(tmp_path, db_path):
+    # Two cron jobs into one database: a run over other.jsonl must not close the open session
+    # of a file written since the run that read it, nor keep it open once it is quiet.
+    sid = new_sid()
+    (tmp_path / "live").mkdir()
+    live = write(tmp_path / "live" / "s.jsonl", [header(sid), event(0.1, "token", {"text": "a"}, sid=sid, seq=1)])
+    other = write(tmp_path / "other.jsonl", v1_session(new_sid(), [(0.1, "done", {})]))
+    t0 = live.stat().st_mtime
+    ingest([live], IngestOptions(db=db_path, open_window=300, now=t0 + 10))
+    os.utime(live, (t0 + 1000, t0 + 1000))  # written again since
+    ingest([other], IngestOptions(db=db_path, open_window=300, now=t0 + 1100))
+    outcome = "SELECT outcome FROM sessions WHERE session_id = ?"
+    assert rows(db_path, outcome, [sid]) == [("open",)]
+    ingest([other], IngestOptions(db=db_path, open_window=300, now=t0 + 1400))
+    assert rows(db_path, outcome, [sid]) == [("synthetic_done",)]
+
+
 def test_partial_last_line_waits_inside_the_window_then_becomes_a_reject(tmp_path, db_path):
     sid = new_sid()
     path = tmp_path / "writing.jsonl"

@@ -86,6 +86,15 @@ def load_states(con: duckdb.DuckDBPyConnection) -> dict[str, FileState]:
     return {row[0]: FileState(*row) for row in rows}
 
 
+def with_open_sessions(con: duckdb.DuckDBPyConnection, paths: list[str]) -> set[str]:
+    """Those of `paths` that hold an open session."""
+    rows = con.execute(
+        "SELECT DISTINCT source_file FROM sessions WHERE outcome = 'open' AND source_file IN (SELECT unnest(?))",
+        [paths],
+    ).fetchall()
+    return {path for (path,) in rows}
+
+
 def assign_file_ids(con: duckdb.DuckDBPyConnection, states: list[FileState]) -> dict[str, int]:
     """Give each of `states` without one its file's id in `_source_files`: the stored one, or for
     a file seen for the first time the next free one (`file_id_new`), which the file's first

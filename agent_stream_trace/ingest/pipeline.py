@@ -30,6 +30,7 @@ from .load import (
     load_states,
     save_states,
     staged_batch,
+    with_open_sessions,
 )
 from .readahead import read_ahead
 from .reader import (
@@ -135,12 +136,18 @@ class Ingester:
         self.options = options
         self.now = options.now if options.now is not None else time.time()
         self.window = resolve_open_window(options.open_window)
+        # Modification times found now for files this run does not read (see _mtimes_now).
+        self.mtimes: dict[str, float] = {}
         con.execute("SET TimeZone = 'UTC'")
 
     def run(self, sources: list[Source]) -> IngestReport:
         started = time.perf_counter()
         report = IngestReport(files=len(sources))
         states = load_states(self.con)
+        listed = {source.name for source in sources}
+        unlisted = [path for path in states if path not in listed]  # usually none, or rotated-away files
+        if unlisted:
+            self.mtimes = _mtimes_now(with_open_sessions(self.con, unlisted), states)
         plans: list[tuple[Source, FileState, bool]] = []
         for source in sources:
             state, final = self._prepare(source, states)
@@ -216,7 +223,7 @@ class Ingester:
             resummarise_stale(self.con)
         with transaction(self.con):
             with storage.checkpoint_alongside(self.con):
-                computed = compute_rows(self.con, now=self.now, open_window=self.window)
+                computed = compute_rows(self.con, now=self.now, open_window=self.window, mtimes=self.mtimes)
             storage.checkpoint_at_last_commit(self.con)  # the rows go to the file, not the log
             new, updated = write_rows(self.con, computed)
         report.sessions_new += new
@@ -242,7 +249,7 @@ class Ingester:
             yield state, outcome
 
     def finish(self, report: IngestReport) -> None:
-        new, updated = refresh_sessions(self.con, now=self.now, open_window=self.window)
+        new, updated = refresh_sessions(self.con, now=self.now, open_window=self.window, mtimes=self.mtimes)
         report.sessions_new += new
         report.sessions_updated += updated
 
@@ -279,6 +286,25 @@ class Ingester:
         state.size, state.mtime, state.head_hash = st.st_size, st.st_mtime, head
         states[source.name] = state
         return state, final
+
+
+def _mtimes_now(paths: set[str], states: dict[str, FileState]) -> dict[str, float]:
+    """The modification times of `paths` (files with an open session that this run does not
+    read) as they are now, where they differ from the stored ones.
+
+    Why: whether an open session's file went quiet is judged from its modification time, and
+    the stored one is the time an earlier run saw. A run over other paths (another cron job
+    into the same database) would otherwise close the sessions of a file written since. A file
+    that is gone keeps its stored time: it will not be written again."""
+    found: dict[str, float] = {}
+    for path in paths:
+        try:
+            mtime = os.stat(path).st_mtime
+        except (OSError, ValueError):  # gone, or not a path (<stdin>)
+            continue
+        if mtime != states[path].mtime:
+            found[path] = mtime
+    return found
 
 
 def _read_head(path: Path, limit: int) -> str | None:
