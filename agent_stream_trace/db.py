@@ -12,12 +12,29 @@ from .config import resolve_db_path
 from .errors import DatabaseError
 
 
-def connect(db: str | os.PathLike[str] | None = None, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+# What a connection for SQL a person typed (agent-stream-trace query) may not do. Read-only
+# alone still let such SQL write files (COPY ... TO, EXPORT DATABASE), read any file the user
+# can (read_csv, read_text, glob), install extensions, or ATTACH another database read-write
+# and change it. With these off and the configuration then locked, it reads this database only.
+_SANDBOX = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "allow_community_extensions": False,
+}
+
+
+def connect(
+    db: str | os.PathLike[str] | None = None, *, read_only: bool = False, sandboxed: bool = False,
+) -> duckdb.DuckDBPyConnection:
     """Open the database (`--db`, else $AGENT_STREAM_DB, else ./agent-stream.duckdb).
 
     Read-write connections are migrated to the current schema first. Read-only connections
     require the file to exist: a query must never create an empty database by accident.
+    `sandboxed` (read-only only): for SQL from a person, which may then touch nothing but this
+    database (no files, no other databases, no extensions, no settings); times are shown in UTC.
     """
+    assert read_only or not sandboxed, "a sandboxed connection is read-only"
     path = resolve_db_path(db)
     if read_only and str(path) != ":memory:" and not path.exists():
         raise DatabaseError(
@@ -27,7 +44,10 @@ def connect(db: str | os.PathLike[str] | None = None, *, read_only: bool = False
     if str(path) != ":memory:" and path.parent and not path.parent.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        con = duckdb.connect(str(path), read_only=read_only)
+        con = duckdb.connect(str(path), read_only=read_only, config=_SANDBOX if sandboxed else {})
+        if sandboxed:
+            con.execute("SET TimeZone = 'UTC'")
+            con.execute("SET lock_configuration = true")
     except duckdb.IOException as exc:
         raise DatabaseError(f"cannot open {path}: {exc}", hint="is another process writing it?") from None
     except duckdb.Error as exc:

@@ -50,6 +50,30 @@ def test_query_is_read_only_and_formats(tmp_path, db_path, upstream_sequential):
     assert typo.returncode == 2 and typo.stderr.startswith("error:") and "Traceback" not in typo.stderr
 
 
+def test_query_reads_its_database_and_nothing_else(tmp_path, db_path, upstream_sequential):
+    assert run("ingest", str(upstream_sequential), "--db", str(db_path), "--open-window", "0").returncode == 0
+    other = tmp_path / "other.duckdb"
+    assert run("ingest", str(upstream_sequential), "--db", str(other), "--open-window", "0").returncode == 0
+    secret = write(tmp_path / "secret.csv", ["a,b", "1,2"])
+    attempts = [
+        f"ATTACH '{other}' AS o (READ_ONLY false); DELETE FROM o.sessions",  # another database, read-write
+        f"COPY (SELECT * FROM sessions) TO '{tmp_path / 'out.csv'}'",  # writing a file
+        f"EXPORT DATABASE '{tmp_path / 'dump'}'",
+        f"SELECT * FROM read_csv('{secret}')",  # reading a file
+        "SELECT * FROM glob('/etc/*')",
+        "SET threads = 1",  # settings
+        "SET enable_external_access = true",
+        "INSTALL httpfs",  # extensions
+    ]
+    for sql in attempts:
+        out = run("query", "--db", str(db_path), sql)
+        assert out.returncode == 2 and out.stderr.startswith("error:") and "Traceback" not in out.stderr, (sql, out.stderr)
+    assert not (tmp_path / "out.csv").exists() and not (tmp_path / "dump").exists()
+    assert run("query", "--db", str(other), "--format", "csv", "SELECT count(*) AS n FROM sessions").stdout.split() == ["n", "25"]
+    utc = run("query", "--db", str(db_path), "--format", "csv", "SELECT current_setting('TimeZone') AS tz")
+    assert utc.stdout.split() == ["tz", "UTC"]
+
+
 def test_query_without_a_database_says_how_to_make_one(tmp_path):
     out = run("query", "--db", str(tmp_path / "none.duckdb"), "SELECT 1")
     assert out.returncode == 2 and "agent-stream-ingest" in out.stderr

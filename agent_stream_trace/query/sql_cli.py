@@ -12,8 +12,9 @@ from ..db import connect
 from ..errors import UsageError
 
 DESCRIPTION = """\
-Run SQL over the database, read-only: nothing you type can change it. Tables: sessions,
-events, tool_calls, rejects (columns in README.md, "Schema").
+Run SQL over the database, read-only: nothing you type can change it, and it reads this
+database only (no files, no other databases, no extensions, no settings; times in UTC).
+Tables: sessions, events, tool_calls, rejects (columns in README.md, "Schema").
 """
 
 EPILOG = """\
@@ -35,9 +36,8 @@ def run(args: argparse.Namespace) -> int:
     sql = sys.stdin.read() if args.sql == "-" else args.sql
     if not sql.strip():
         raise UsageError("empty query")
-    con = connect(args.db, read_only=True)
+    con = connect(args.db, read_only=True, sandboxed=True)
     try:
-        con.execute("SET TimeZone = 'UTC'")
         try:
             rel = con.sql(sql)
         except duckdb.Error as exc:
