@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 from .errors import AgentStreamTraceError, ExportError, MissingExtraError
@@ -51,20 +53,41 @@ def add_format_argument(parser: argparse.ArgumentParser, default: str = "table")
 def _json_default(value: Any) -> Any:
     if isinstance(value, (datetime, date)):
         return value.isoformat()
+    if isinstance(value, Decimal):  # DECIMAL, and HUGEINT sums: numbers, not strings
+        return int(value) if value == value.to_integral_value() else float(value)
     return str(value)
 
 
-def frame_to_text(df: Any, fmt: str) -> str:
-    """Render a polars DataFrame as a terminal table, CSV, or JSON (a list of row objects)."""
+def _json_value(value: Any) -> Any:
+    """`value` with NaN and infinities as null: JSON has no words for them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, list):
+        return [_json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _json_value(v) for k, v in value.items()}
+    return value
+
+
+def frame_to_text(df: Any, fmt: str, *, json_columns: Sequence[str] = ()) -> str:
+    """Render a polars DataFrame as a terminal table, CSV, or JSON (a list of row objects).
+    `json_columns` hold JSON text (DuckDB's JSON type): in JSON output, the values themselves."""
     import polars as pl
 
     if fmt == "json":
-        return json.dumps(df.to_dicts(), default=_json_default, indent=2)
+        rows = [_json_value(row) for row in df.to_dicts()]
+        for row in rows:
+            for column in json_columns:
+                if row.get(column) is not None:
+                    row[column] = json.loads(row[column])
+        return json.dumps(rows, default=_json_default, indent=2, allow_nan=False)
     if fmt == "csv":
         buf = io.StringIO()
-        # CSV cannot hold nested values: serialise them as JSON text.
+        # CSV cannot hold nested values: serialise them as JSON text (map_elements hands a list
+        # value over as a polars Series).
         flat = df.with_columns(
-            [pl.col(c).map_elements(lambda v: json.dumps(v, default=_json_default), return_dtype=pl.String)
+            [pl.col(c).map_elements(lambda v: json.dumps(_json_value(v.to_list() if isinstance(v, pl.Series) else v),
+                                                         default=_json_default), return_dtype=pl.String)
              for c, t in df.schema.items() if t.is_nested()]
         )
         flat.write_csv(buf)
@@ -76,5 +99,5 @@ def frame_to_text(df: Any, fmt: str) -> str:
         return str(df)
 
 
-def print_frame(df: Any, fmt: str) -> None:
-    print(frame_to_text(df, fmt))
+def print_frame(df: Any, fmt: str, *, json_columns: Sequence[str] = ()) -> None:
+    print(frame_to_text(df, fmt, json_columns=json_columns))

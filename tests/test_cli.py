@@ -50,6 +50,25 @@ def test_query_is_read_only_and_formats(tmp_path, db_path, upstream_sequential):
     assert typo.returncode == 2 and typo.stderr.startswith("error:") and "Traceback" not in typo.stderr
 
 
+def test_query_shows_every_column_type_in_every_format(db_path, upstream_sequential):
+    import csv
+    import io
+    import json
+
+    assert run("ingest", str(upstream_sequential), "--db", str(db_path), "--open-window", "0").returncode == 0
+    sql = ("SELECT max(ended_at - started_at) AS span, 'a,b'::BLOB AS blob, sum(event_count) AS total, 1.5 AS half, "
+           "'{\"k\": [1]}'::JSON AS doc, [1, 2] AS pair, 'nan'::DOUBLE AS nan, list(source_file)[1:1] AS files FROM sessions")
+    out = {fmt: run("query", "--db", str(db_path), "--format", fmt, sql) for fmt in ("table", "csv", "json")}
+    assert all(o.returncode == 0 and "Traceback" not in o.stderr for o in out.values()), {f: o.stderr for f, o in out.items()}
+    (row,) = json.loads(out["json"].stdout)  # valid JSON: no NaN
+    total = int(run("query", "--db", str(db_path), "--format", "csv", "SELECT sum(event_count) FROM sessions").stdout.split()[-1])
+    assert row["total"] == total and row["half"] == 1.5 and row["doc"] == {"k": [1]} and row["pair"] == [1, 2]
+    assert row["nan"] is None and row["blob"] == "a,b" and row["span"].count(":") == 2
+    (csv_row,) = list(csv.DictReader(io.StringIO(out["csv"].stdout)))
+    assert json.loads(csv_row["pair"]) == [1, 2] and json.loads(csv_row["files"]) == [str(upstream_sequential.resolve())]
+    assert csv_row["blob"] == "a,b" and csv_row["total"] == str(total)
+
+
 def test_query_reads_its_database_and_nothing_else(tmp_path, db_path, upstream_sequential):
     assert run("ingest", str(upstream_sequential), "--db", str(db_path), "--open-window", "0").returncode == 0
     other = tmp_path / "other.duckdb"

@@ -44,14 +44,30 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(_first_line(exc)) from None
         if rel is None:
             return 0
+        json_columns = [name for name, t in zip(rel.columns, rel.types) if str(t) == "JSON"]
         try:
-            df = rel.pl()
+            df = _displayable(rel).pl()
         except duckdb.Error as exc:
             raise UsageError(_first_line(exc)) from None
     finally:
         con.close()
-    print_frame(df, args.format)
+    print_frame(df, args.format, json_columns=json_columns)
     return 0
+
+
+# Column types that polars cannot take (INTERVAL) or that CSV and JSON cannot hold (BLOB, ...):
+# shown as the text DuckDB writes for them.
+_AS_TEXT = {"interval", "blob", "bit", "union", "time_tz", "varint", "bignum"}
+
+
+def _displayable(rel: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
+    if not any(t.id in _AS_TEXT for t in rel.types):
+        return rel
+    columns = []
+    for name, t in zip(rel.columns, rel.types):
+        quoted = '"' + name.replace('"', '""') + '"'
+        columns.append(f"{quoted}::VARCHAR AS {quoted}" if t.id in _AS_TEXT else quoted)
+    return rel.project(", ".join(columns))
 
 
 def _first_line(exc: Exception) -> str:
