@@ -11,7 +11,6 @@ import duckdb
 from .config import resolve_db_path
 from .errors import DatabaseError
 
-
 # What a connection for SQL a person typed (agent-stream-trace query) may not do. Read-only
 # alone still let such SQL write files (COPY ... TO, EXPORT DATABASE), read any file the user
 # can (read_csv, read_text, glob), install extensions, or ATTACH another database read-write
@@ -36,22 +35,26 @@ def connect(
     """
     assert read_only or not sandboxed, "a sandboxed connection is read-only"
     path = resolve_db_path(db)
-    if read_only and str(path) != ":memory:" and not path.exists():
-        raise DatabaseError(
-            f"no database at {path}",
-            hint="ingest recordings first: agent-stream-ingest traces/ (or pass --db PATH)",
-        )
-    if str(path) != ":memory:" and path.parent and not path.parent.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if read_only and str(path) != ":memory:" and not path.exists():
+            raise DatabaseError(
+                f"no database at {path}",
+                hint="ingest recordings first: agent-stream-ingest traces/ (or pass --db PATH)",
+            )
+        if str(path) != ":memory:" and path.parent and not path.parent.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a directory on the way cannot be entered or made
+        raise DatabaseError(f"cannot open {path}: {exc.strerror or exc}") from None
     try:
         con = duckdb.connect(str(path), read_only=read_only, config=_SANDBOX if sandboxed else {})
         if sandboxed:
             con.execute("SET TimeZone = 'UTC'")
             con.execute("SET lock_configuration = true")
-    except duckdb.IOException as exc:
-        raise DatabaseError(f"cannot open {path}: {exc}", hint="is another process writing it?") from None
     except duckdb.Error as exc:
-        raise DatabaseError(f"cannot open {path}: {exc}") from None
+        # DuckDB lets one process write a database file, and none other open it meanwhile.
+        locked = "lock" in str(exc).lower()
+        raise DatabaseError(f"cannot open {path}: {exc}",
+                            hint="another process (an ingest?) has it open for writing: try again when it ends" if locked else None) from None
     if not read_only:
         from .migrations import migrate
 

@@ -39,6 +39,41 @@ def test_ingest_exit_codes_missing_path_rejects_and_strict(tmp_path, db_path):
     assert strict.returncode == 1
 
 
+def test_paths_that_cannot_be_read_or_written_are_one_line_and_exit_2(tmp_path, db_path, monkeypatch):
+    afile = write(tmp_path / "afile", ["x"])
+    cases = [
+        ("ingest", str(afile), "--db", str(afile / "x.duckdb")),  # the database's directory cannot be made
+        ("simulate", "--sessions", "3", "--out", str(afile / "out")),  # --out below a file
+        ("simulate", "--sessions", "3", "--days", "inf", "--out", str(tmp_path / "out")),
+    ]
+    for args in cases:
+        out = run(*args)
+        assert (out.returncode, out.stderr.count("\n")) == (2, 1) and out.stderr.startswith("error:"), (args, out.stderr)
+    # a directory below a named one that cannot be read (tests may run as root, who reads
+    # anything: the walk is told so): an error, not a run that leaves its recordings out
+    import os
+
+    from agent_stream_trace.errors import InputPathError
+    from agent_stream_trace.ingest import sources
+
+    (tmp_path / "traces" / "locked").mkdir(parents=True)
+    real_walk = os.walk
+
+    def walk(top, onerror=None, **kwargs):
+        for entry in real_walk(top, onerror=onerror, **kwargs):
+            if entry[0].endswith("locked"):
+                onerror(PermissionError(13, "Permission denied", entry[0]))
+            yield entry
+
+    monkeypatch.setattr(sources.os, "walk", walk)
+    try:
+        sources.resolve_sources([tmp_path / "traces"])
+    except InputPathError as exc:
+        assert "cannot read directory" in str(exc) and "locked" in str(exc)
+    else:
+        raise AssertionError("an unreadable directory was skipped")
+
+
 def test_query_is_read_only_and_formats(tmp_path, db_path, upstream_sequential):
     assert run("ingest", str(upstream_sequential), "--db", str(db_path), "--open-window", "0").returncode == 0
     out = run("query", "--db", str(db_path), "--format", "csv", "SELECT count(*) AS n FROM sessions")

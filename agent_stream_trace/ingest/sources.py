@@ -47,17 +47,36 @@ def resolve_sources(paths: list[str | os.PathLike[str]]) -> list[Source]:
             add(Source("<stdin>", None))
             continue
         path = Path(raw)
-        if not path.exists():
+        try:
+            exists, is_dir = path.exists(), path.is_dir()
+        except OSError as exc:  # a directory above it cannot be entered
+            raise InputPathError(f"cannot read {raw}: {exc.strerror or exc}") from None
+        if not exists:
             raise InputPathError(f"no such file or directory: {raw}", hint="check the path, or pass - to read standard input")
-        if path.is_dir():
-            try:
-                found = sorted(p for p in path.rglob("*") if p.is_file() and is_recording(p))
-            except OSError as exc:
-                raise InputPathError(f"cannot read directory {raw}: {exc.strerror or exc}") from None
-            for p in found:
+        if is_dir:
+            for p in _recordings_below(path):
                 add(Source(str(p.resolve()), p.resolve()))
             continue
         if not os.access(path, os.R_OK):
             raise InputPathError(f"permission denied: {raw}")
         add(Source(str(path.resolve()), path.resolve()))
     return sources
+
+
+def _recordings_below(top: Path) -> list[Path]:
+    """The recordings below `top`, sorted. A directory or recording below it that cannot be read
+    is an error, as a named one is: Path.rglob skips what it cannot read without a word, and the
+    recordings there would have been left out of every run."""
+    def fail(exc: OSError) -> None:
+        raise InputPathError(f"cannot read directory {exc.filename}: {exc.strerror or exc}",
+                             hint="give this user read access, or name the readable paths only")
+
+    found = []
+    for folder, _, names in os.walk(top, onerror=fail):  # symlinked directories are not followed, as rglob did
+        for name in names:
+            p = Path(folder, name)
+            if is_recording(p) and p.is_file():
+                if not os.access(p, os.R_OK):
+                    raise InputPathError(f"permission denied: {p}", hint="give this user read access, or name the readable paths only")
+                found.append(p)
+    return sorted(found)

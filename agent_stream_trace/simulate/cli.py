@@ -6,6 +6,7 @@ import argparse
 from datetime import datetime
 from pathlib import Path
 
+from ..errors import UsageError
 from .generator import SimulationOptions, simulate
 
 DESCRIPTION = """\
@@ -70,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    report = simulate(SimulationOptions(
+    options = SimulationOptions(
         sessions=args.sessions,
         seed=args.seed,
         out=args.out,
@@ -81,6 +82,10 @@ def run(args: argparse.Namespace) -> int:
         gzip=args.gzip,
         stall_rate=args.stall_rate,
         allow_killed=args.allow_killed,
-    ))
+    )
+    try:
+        report = simulate(options)
+    except OSError as exc:  # --out not writable, not a directory on the way, disk full, ...
+        raise UsageError(f"cannot write the recordings to {args.out}: {exc.strerror or exc}") from None
     print(report.summary())
     return 0

@@ -42,6 +42,7 @@ FAILURE_WEIGHTS: Final[dict[str, float]] = {
 # No session lasts longer than this (answers, tool rounds, a stall and an idle cut together
 # stay well under it): the period must end this long before now so every session is finished.
 MAX_SESSION_S: Final = 900
+MAX_DAYS: Final = 36_500  # a century of traffic; more overflows the dates
 BURST_WINDOW_MS: Final = 90_000  # the sessions of one burst of traffic start within 90 s
 MEAN_BURST: Final = 6
 _FLUSH_LINES: Final = 20_000  # merge a file's buffer once it holds this many lines
@@ -116,8 +117,8 @@ def validate(options: SimulationOptions) -> None:
         raise UsageError(f"--synthetic-done-rate must be between 0 and 1, not {options.synthetic_done_rate}")
     if not 0.0 <= options.stall_rate <= 1.0:
         raise UsageError(f"stall rate must be between 0 and 1, not {options.stall_rate}")
-    if not options.days > 0:
-        raise UsageError(f"--days must be > 0, not {options.days}")
+    if not 0 < options.days <= MAX_DAYS:  # NaN and infinity too: no period could hold them
+        raise UsageError(f"--days must be > 0 and at most {MAX_DAYS:,}, not {options.days}")
 
 
 def _arrivals(rng: random.Random, n: int, start_ms: int, span_ms: int) -> list[int]:
