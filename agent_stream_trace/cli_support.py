@@ -93,7 +93,9 @@ def frame_to_text(df: Any, fmt: str, *, json_columns: Sequence[str] = ()) -> str
         flat.write_csv(buf)
         return buf.getvalue().rstrip("\n")
     with pl.Config(
-        tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=60, tbl_hide_dataframe_shape=True,
+        # tbl_width_chars (its largest value): wide rows run past the terminal's edge instead
+        # of wrapping each cell over several lines (a session id in three pieces cannot be copied)
+        tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=60, tbl_width_chars=65_535, tbl_hide_dataframe_shape=True,
         tbl_hide_column_data_types=True, tbl_formatting="ASCII_MARKDOWN", float_precision=3,
     ):
         return str(df)

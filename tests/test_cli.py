@@ -102,6 +102,10 @@ def test_query_shows_every_column_type_in_every_format(db_path, upstream_sequent
     (csv_row,) = list(csv.DictReader(io.StringIO(out["csv"].stdout)))
     assert json.loads(csv_row["pair"]) == [1, 2] and json.loads(csv_row["files"]) == [str(upstream_sequential.resolve())]
     assert csv_row["blob"] == "a,b" and csv_row["total"] == str(total)
+    # a wide table runs past the edge rather than cutting a session id over lines
+    wide = run("query", "--db", str(db_path), "SELECT session_id, source_file, attrs, started_at FROM sessions LIMIT 1")
+    sid = run("query", "--db", str(db_path), "--format", "csv", "SELECT session_id FROM sessions LIMIT 1").stdout.split()[-1]
+    assert wide.returncode == 0 and sid in wide.stdout
 
 
 def test_query_reads_its_database_and_nothing_else(tmp_path, db_path, upstream_sequential):
