@@ -172,35 +172,6 @@ def test_same_session_in_two_files_is_stored_once(tmp_path, db_path):
     assert b.exists()
 
 
-def test_a_line_repeating_the_seq_of_an_earlier_line_of_its_file_is_a_reject(tmp_path, db_path):
-    # Copies from another file are kept once (above); a second line of the same file with a
-    # seq its session used already is a line of its own, which must not vanish: a reject.
-    sid = new_sid()
-    first = [header(sid), event(0.1, "token", {"text": "a"}, sid=sid, seq=1),
-             event(0.2, "error", {"message": "x"}, sid=sid, seq=1)]  # line 3 repeats line 2's seq
-    later = [event(0.3, "token", {"text": "b"}, sid=sid, seq=2),
-             event(0.4, "token", {"text": "c"}, sid=sid, seq=1),  # line 5, in a later run
-             event(0.5, "done", {}, sid=sid, seq=3)]
-    path = write(tmp_path / "a.jsonl", first)
-    report = ingest([path], IngestOptions(db=db_path, open_window=0))
-    assert (report.events, report.duplicates, report.rejected) == (1, 0, 1)
-    write(path, later, mode="a")
-    report = ingest([path], IngestOptions(db=db_path, open_window=0))
-    assert (report.events, report.duplicates, report.rejected) == (2, 0, 1)
-    expected = [(3, 'event: repeats the "seq" of line 2 of its session'), (5, 'event: repeats the "seq" of line 2 of its session')]
-    assert rows(db_path, "SELECT line_no, reason FROM rejects ORDER BY line_no") == expected
-    assert rows(db_path, "SELECT raw LIKE '%\"error\"%' FROM rejects WHERE line_no = 3") == [(True,)]
-    clean = tmp_path / "clean.duckdb"
-    report = ingest([path], IngestOptions(db=clean, open_window=0))
-    assert report.lines == report.headers + report.events + report.duplicates + report.rejected == 6
-    assert dump(clean) == dump(db_path)
-    # and a copy of the whole file elsewhere adds duplicates only, no rejects
-    copy = write(tmp_path / "copy.jsonl", first + later)
-    report = ingest([copy], IngestOptions(db=db_path, open_window=0))
-    assert (report.events, report.duplicates, report.rejected) == (0, 3, 2)
-    assert rows(db_path, "SELECT count(*) FROM rejects WHERE source_file = ?", [str(copy.resolve())]) == [(2,)]
-
-
 def test_a_v1_line_above_its_session_header_is_a_reject_however_the_file_is_read(tmp_path):
     # A run that reads the file only up to such a line cannot know a header follows: so a line
     # is attributed by sid only under its session's header, in every run and every batch size.

@@ -372,17 +372,9 @@ LARGE_BATCH_BYTES = 8 << 20
 ALL_BATCH_STATS = _batch_stats("FROM _cand c", large=False)
 ALL_BATCH_STATS_LARGE = _batch_stats("FROM _cand c", large=True)
 
-# Lines that repeat the (session, seq) of another are dropped, the first kept: `_drop`. A line
-# that repeats one of another file, or itself read again (a file read again from its start), is
-# a copy: counted as a duplicate. A line that repeats an earlier line of its own file is a line
-# of its own that would otherwise vanish: a reject (`reason`), which names the line it repeats.
-def _repeats_reason(line: str) -> str:
-    return f"""'event: repeats the "seq" of line ' || {line} || ' of its session'"""
-
-
 # The batch drops nothing (no repeats, no session that may repeat stored events).
 NO_REPEATS = """
-CREATE OR REPLACE TEMP TABLE _drop (file_id INTEGER, line_no BIGINT, session_id VARCHAR, side VARCHAR, reason VARCHAR)
+CREATE OR REPLACE TEMP TABLE _drop (file_id INTEGER, line_no BIGINT, session_id VARCHAR, side VARCHAR)
 """
 
 # Lines that repeat an event earlier in this batch (the first copy is kept). Grouped by a
@@ -390,20 +382,13 @@ CREATE OR REPLACE TEMP TABLE _drop (file_id INTEGER, line_no BIGINT, session_id 
 # makes a key a candidate, the window below compares the keys themselves. `c` is not
 # materialized: reading the view again is cheaper than copying it (measured: the copy was
 # half of this statement).
-REPEATS = f"""
+REPEATS = """
 CREATE OR REPLACE TEMP TABLE _drop AS
 WITH c AS NOT MATERIALIZED (SELECT file_id, line_no, session_id, side, seq FROM _cand),
 repeated_hash AS (SELECT hash(session_id, side, seq) AS h FROM c GROUP BY ALL HAVING count(*) > 1),
-repeated AS (SELECT * FROM c SEMI JOIN repeated_hash r ON hash(c.session_id, c.side, c.seq) = r.h),
-ranked AS (
-    SELECT *,
-        row_number() OVER (PARTITION BY session_id, side, seq ORDER BY file_id, line_no) AS nth,
-        min(line_no) OVER (PARTITION BY session_id, side, seq, file_id) AS first_in_file
-    FROM repeated
-)
-SELECT file_id, line_no, session_id, side,
-    CASE WHEN line_no > first_in_file THEN {_repeats_reason("first_in_file")} END AS reason
-FROM ranked WHERE nth > 1
+repeated AS (SELECT * FROM c SEMI JOIN repeated_hash r ON hash(c.session_id, c.side, c.seq) = r.h)
+SELECT file_id, line_no, session_id, side FROM repeated
+QUALIFY row_number() OVER (PARTITION BY session_id, side, seq ORDER BY file_id, line_no) > 1
 """
 
 # Only sessions whose lowest seq in the batch is not above their highest stored seq can repeat
@@ -424,11 +409,9 @@ _MAYBE_STORED = f"SELECT b.k {_KNOWN} WHERE {_MAY_REPEAT_STORED}"
 STORED_REPEATS = f"""
 INSERT INTO _drop
 WITH maybe_stored AS ({_MAYBE_STORED}),
-known AS (SELECT e.k, e.seq, e.file_id, e.line_no FROM _events e SEMI JOIN maybe_stored m USING (k))
-SELECT c.file_id, c.line_no, c.session_id, c.side,
-    CASE WHEN k.file_id = c.file_id AND k.line_no <> c.line_no THEN {_repeats_reason("k.line_no")} END
-FROM _cand c
-JOIN known k ON c.k = k.k AND c.seq = k.seq
+known AS (SELECT e.k, e.seq FROM _events e SEMI JOIN maybe_stored m USING (k))
+SELECT c.file_id, c.line_no, c.session_id, c.side FROM _cand c
+SEMI JOIN known k ON c.k = k.k AND c.seq = k.seq
 ANTI JOIN _drop d ON d.file_id = c.file_id AND d.line_no = c.line_no
 """
 
@@ -460,9 +443,6 @@ SELECT k, session_id, side, session_id::UUID FROM _batch_sessions WHERE new_key
 INSERT_SOURCE_FILES = """
 INSERT INTO _source_files SELECT file_id, path FROM _files WHERE new
 """
-
-# The repeats that are rejects, by reason (run only when the batch dropped any).
-REPEAT_REJECTS = "SELECT reason, count(*) FROM _drop WHERE reason IS NOT NULL GROUP BY reason"
 
 # The batch's new events summarised again, once repeated lines were dropped.
 BATCH_STATS = _batch_stats(_new_events(), large=False)
@@ -496,16 +476,11 @@ SELECT n.* FROM (
 ANTI JOIN _session_headers o USING (k, source_file)
 """
 
-# Good lines rejected after classification (candidates without a session, repeats of their
-# file's lines) are rare: their raw lines are cut again out of just their pieces.
+# Rejected candidates are rare: their raw lines are cut again out of just their pieces.
 INSERT_REJECTS = f"""
 INSERT INTO rejects (source_file, line_no, reason, raw)
-WITH late AS (
-    SELECT file_id, line_no, reason FROM _cand_rejects
-    UNION ALL
-    SELECT file_id, line_no, reason FROM _drop WHERE reason IS NOT NULL
-), hit AS (
-    SELECT * FROM _pieces p SEMI JOIN late c
+WITH hit AS (
+    SELECT * FROM _pieces p SEMI JOIN _cand_rejects c
         ON c.file_id = p.file_id AND c.line_no >= p.base AND c.line_no < p.base + p.n
 ), raw_lines AS ({_lines("hit")})
 SELECT f.path, r.line_no, r.reason, left(r.raw, {REJECT_PREVIEW}) FROM (
@@ -513,7 +488,7 @@ SELECT f.path, r.line_no, r.reason, left(r.raw, {REJECT_PREVIEW}) FROM (
     UNION ALL
     SELECT file_id, line_no, reason, raw FROM _marks WHERE reason IS NOT NULL
     UNION ALL
-    SELECT c.file_id, c.line_no, c.reason, l.raw FROM late c JOIN raw_lines l USING (file_id, line_no)
+    SELECT c.file_id, c.line_no, c.reason, l.raw FROM _cand_rejects c JOIN raw_lines l USING (file_id, line_no)
     UNION ALL
     SELECT file_id, line_no, reason, raw FROM _pyrejects
 ) r JOIN _files f USING (file_id)

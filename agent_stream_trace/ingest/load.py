@@ -56,7 +56,7 @@ class BatchCounts:
     lines: int = 0  # non-blank lines read
     headers: int = 0
     events: int = 0
-    duplicates: int = 0  # copies (same session and seq) from another file or read again: kept once
+    duplicates: int = 0  # events already stored (same session and seq), kept once
     rejects: Counter[str] = field(default_factory=Counter)
 
     @property
@@ -222,15 +222,12 @@ def load_batch(
     con.execute(classify.REPEATS if repeats else classify.NO_REPEATS)
     if maybe_stored:
         con.execute(classify.STORED_REPEATS)
-    repeat_rejects: list[tuple[str, int]] = []
     if repeats or maybe_stored:
         con.execute(classify.BATCH_STATS_LARGE if large else classify.BATCH_STATS)  # again, without the dropped lines
-        repeat_rejects = con.execute(classify.REPEAT_REJECTS).fetchall()
     (events,) = con.execute(classify.INSERT_EVENTS).fetchone()  # type: ignore[misc]
     counts.lines, counts.headers, counts.events = lines, headers, events
+    counts.duplicates = good_events - events
     counts.rejects.update({r["reason"]: r["n"] for r in rejects})
-    counts.rejects.update(dict(repeat_rejects))
-    counts.duplicates = good_events - events - sum(n for _, n in repeat_rejects)
     for _, _, reason, _ in pyrejects:
         counts.rejects[reason] += 1
     counts.lines += len(pyrejects)
