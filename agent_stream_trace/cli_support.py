@@ -79,7 +79,7 @@ def frame_to_text(df: Any, fmt: str, *, json_columns: Sequence[str] = ()) -> str
         for row in rows:
             for column in json_columns:
                 if row.get(column) is not None:
-                    row[column] = json.loads(row[column])
+                    row[column] = _json_value(json.loads(row[column]))  # JSON text may hold NaN too
         return json.dumps(rows, default=_json_default, indent=2, allow_nan=False)
     if fmt == "csv":
         buf = io.StringIO()

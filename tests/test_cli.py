@@ -102,6 +102,13 @@ def test_query_shows_every_column_type_in_every_format(db_path, upstream_sequent
     (csv_row,) = list(csv.DictReader(io.StringIO(out["csv"].stdout)))
     assert json.loads(csv_row["pair"]) == [1, 2] and json.loads(csv_row["files"]) == [str(upstream_sequential.resolve())]
     assert csv_row["blob"] == "a,b" and csv_row["total"] == str(total)
+    # an interval inside a list or struct, two columns of one name, NaN inside JSON text
+    for sql in ("SELECT [INTERVAL 1 DAY] AS l, {'i': INTERVAL 1 DAY} AS s", "SELECT INTERVAL 1 DAY AS a, 1 AS a",
+                "SELECT 'NaN'::JSON AS j"):
+        for fmt in ("table", "csv", "json"):
+            shown = run("query", "--db", str(db_path), "--format", fmt, sql)
+            assert shown.returncode == 0 and "Traceback" not in shown.stderr, (sql, fmt, shown.stderr)
+    assert json.loads(run("query", "--db", str(db_path), "--format", "json", "SELECT 1 AS a, 2 AS a").stdout) == [{"a": 1, "a_2": 2}]
     # a wide table runs past the edge rather than cutting a session id over lines
     wide = run("query", "--db", str(db_path), "SELECT session_id, source_file, attrs, started_at FROM sessions LIMIT 1")
     sid = run("query", "--db", str(db_path), "--format", "csv", "SELECT session_id FROM sessions LIMIT 1").stdout.split()[-1]

@@ -123,6 +123,28 @@ def test_a_last_line_read_as_final_is_read_again_if_the_writer_finishes_it(tmp_p
     assert dump(db_path) == dump(clean)
 
 
+def test_a_run_killed_after_storing_a_cut_last_line_stores_its_reject_once(tmp_path, db_path, monkeypatch):
+    from agent_stream_trace.ingest.pipeline import Ingester
+
+    sid = new_sid()
+    path = write(tmp_path / "cut.jsonl", [header(sid), event(0.1, "token", {"text": "x"}, sid=sid, seq=1),
+                                           '{"t": 0.2, "ev'], newline_at_end=False)
+    store_last = Ingester._store_last
+
+    def killed(*args, **kwargs):  # the batches are committed; the run dies before its last commit
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Ingester, "_store_last", killed)
+    with pytest.raises(KeyboardInterrupt):
+        ingest([path], IngestOptions(db=db_path, open_window=0, batch_bytes=1))
+    assert rows(db_path, "SELECT count(*) FROM rejects") == [(1,)]  # stored with its batch
+    monkeypatch.setattr(Ingester, "_store_last", store_last)
+    ingest([path], IngestOptions(db=db_path, open_window=0, batch_bytes=1))
+    clean = tmp_path / "clean.duckdb"
+    ingest([path], IngestOptions(db=clean, open_window=0))
+    assert dump(db_path) == dump(clean)
+
+
 def test_a_cut_gzip_end_read_as_final_is_read_again_when_the_member_is_finished(tmp_path, db_path):
     import gzip
     import zlib
@@ -246,6 +268,17 @@ def test_a_file_that_vanishes_while_the_run_reads_is_read_next_run(tmp_path, db_
     clean = tmp_path / "clean.duckdb"
     ingest([traces], IngestOptions(db=clean, open_window=0))
     assert dump(db_path) == dump(clean)
+    # gone even before its size was looked at: unread too, not "unchanged"
+    resolve_sources = pipeline.resolve_sources
+
+    def listed_then_gone(paths):
+        sources = resolve_sources(paths)
+        (traces / "b.jsonl").unlink()
+        return sources
+
+    monkeypatch.setattr(pipeline, "resolve_sources", listed_then_gone)
+    report = ingest([traces], IngestOptions(db=db_path, open_window=0))
+    assert (report.files_unchanged, len(report.unread)) == (1, 1) and "b.jsonl: No such file" in report.unread[0]
 
 
 def test_stdin_is_read_whole(upstream_sequential, db_path):

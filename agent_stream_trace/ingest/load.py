@@ -251,7 +251,7 @@ def load_batch(
             # The file's last line, without its newline, read because the file went quiet: stored
             # or rejected now, but the read position stays before it, so that if the writer
             # finishes it after all, the next run reads the whole line in its place (and its
-            # reject goes: pipeline.Ingester._forget_tails), as a run over the finished file would.
+            # reject goes: pipeline.Ingester._forget_tail), as a run over the finished file would.
             state.byte_offset, state.lines = block.start_offset, block.unterminated_line - 1
         else:
             state.byte_offset = block.end_offset

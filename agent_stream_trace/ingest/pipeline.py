@@ -150,7 +150,11 @@ class Ingester:
             self.mtimes = _mtimes_now(with_open_sessions(self.con, unlisted), states)
         plans: list[tuple[Source, FileState, bool]] = []
         for source in sources:
-            state, final = self._prepare(source, states)
+            try:
+                state, final = self._prepare(source, states)
+            except _Unread as exc:
+                report.unread.append(f"{source.name}: {exc}")
+                continue
             if state is None:
                 report.files_unchanged += 1
                 continue
@@ -262,14 +266,15 @@ class Ingester:
             return state, True
         try:
             st = source.path.stat()
-        except OSError:
-            return None, False  # vanished between listing and reading: next run sees it
+        except OSError as exc:  # vanished (or became unreadable) since it was listed
+            raise _Unread(exc.strerror or str(exc)) from None
         state = states.get(source.name)
         final = st.st_mtime < self.now - self.window
         if state is not None and state.size == st.st_size and state.mtime == st.st_mtime:
             if state.complete:
                 return None, False
-            return state, final  # unchanged, but not read to its end last time
+            self._forget_tail(source, state)  # unchanged, but not read to its end last time (or killed)
+            return state, final
         if state is None or st.st_size < state.size or (
             state.head_hash and _read_head(source.path, state.size) != state.head_hash
         ):
@@ -277,15 +282,26 @@ class Ingester:
             # recognised by session and seq and kept once).
             state = FileState(path=source.name)
             self.con.execute("DELETE FROM rejects WHERE source_file = ?", [source.name])
-        elif state.complete and (state.byte_offset < state.size or source.gzipped):
-            # It grew after a run read its unfinished end as final (a last line without newline,
-            # a cut .gz member): that end is read again now (load.py keeps the read position
-            # before it), so its reject goes, or the line would be both a reject and data.
-            self.con.execute("DELETE FROM rejects WHERE source_file = ? AND line_no > ?", [source.name, state.lines])
+        elif not state.complete or state.byte_offset < state.size or source.gzipped:
+            self._forget_tail(source, state)
         head = _read_head(source.path, st.st_size)
         state.size, state.mtime, state.head_hash = st.st_size, st.st_mtime, head
         states[source.name] = state
         return state, final
+
+
+    def _forget_tail(self, source: Source, state: FileState) -> None:
+        """Delete the rejects of `source` past its read position, which this run reads again: an
+        unfinished end read as final (a last line without newline, a cut .gz member: load.py keeps
+        the position before it, so that a writer who finishes it gets the whole line read in its
+        place), or what a killed run stored of it. Else such a line would be a reject twice, or a
+        reject and data. Only where there can be one (not read to its end, or an end left behind),
+        so a cron run over finished files pays no statement for it."""
+        self.con.execute("DELETE FROM rejects WHERE source_file = ? AND line_no > ?", [source.name, state.lines])
+
+
+class _Unread(Exception):
+    """A listed file that could not be looked at: the next run reads it."""
 
 
 def _mtimes_now(paths: set[str], states: dict[str, FileState]) -> dict[str, float]:

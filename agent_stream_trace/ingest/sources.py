@@ -68,6 +68,8 @@ def _recordings_below(top: Path) -> list[Path]:
     is an error, as a named one is: Path.rglob skips what it cannot read without a word, and the
     recordings there would have been left out of every run."""
     def fail(exc: OSError) -> None:
+        if isinstance(exc, FileNotFoundError):
+            return  # removed while being listed: nothing left there to read
         raise InputPathError(f"cannot read directory {exc.filename}: {exc.strerror or exc}",
                              hint="give this user read access, or name the readable paths only")
 

@@ -55,19 +55,27 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-# Column types that polars cannot take (INTERVAL) or that CSV and JSON cannot hold (BLOB, ...):
-# shown as the text DuckDB writes for them.
-_AS_TEXT = {"interval", "blob", "bit", "union", "time_tz", "varint", "bignum"}
+# Column types that polars cannot take (INTERVAL, even inside a list or struct) or that CSV
+# and JSON cannot hold (BLOB, ...): shown as the text DuckDB writes for them.
+_AS_TEXT = ("INTERVAL", "BLOB", "BIT", "UNION", "TIME WITH TIME ZONE", "VARINT", "BIGNUM")
 
 
 def _displayable(rel: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
-    if not any(t.id in _AS_TEXT for t in rel.types):
+    """`rel` with the columns polars cannot take as text, and names made unique (polars keeps
+    one column per name; `SELECT 1 AS a, 2 AS a` is valid SQL)."""
+    names: list[str] = []
+    for name in rel.columns:
+        unique, n = name, 1
+        while unique in names:
+            n += 1
+            unique = f"{name}_{n}"
+        names.append(unique)
+    as_text = [any(word in str(t).upper() for word in _AS_TEXT) for t in rel.types]
+    if names == rel.columns and not any(as_text):
         return rel
-    columns = []
-    for name, t in zip(rel.columns, rel.types):
-        quoted = '"' + name.replace('"', '""') + '"'
-        columns.append(f"{quoted}::VARCHAR AS {quoted}" if t.id in _AS_TEXT else quoted)
-    return rel.project(", ".join(columns))
+    quoted = ['"' + name.replace('"', '""') + '"' for name in names]
+    columns = [f"{q}::VARCHAR AS {q}" if text else q for q, text in zip(quoted, as_text)]
+    return rel.query("_result", f"SELECT {', '.join(columns)} FROM _result AS _r({', '.join(quoted)})")
 
 
 def _first_line(exc: Exception) -> str:
