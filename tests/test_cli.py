@@ -108,7 +108,11 @@ def test_query_shows_every_column_type_in_every_format(db_path, upstream_sequent
         for fmt in ("table", "csv", "json"):
             shown = run("query", "--db", str(db_path), "--format", fmt, sql)
             assert shown.returncode == 0 and "Traceback" not in shown.stderr, (sql, fmt, shown.stderr)
-    assert json.loads(run("query", "--db", str(db_path), "--format", "json", "SELECT 1 AS a, 2 AS a").stdout) == [{"a": 1, "a_2": 2}]
+    assert json.loads(run("query", "--db", str(db_path), "--format", "json", "SELECT 1 AS a, 2 AS A, 3 AS a").stdout) == [
+        {"a": 1, "A_2": 2, "a_3": 3}]  # names are case-blind in DuckDB: made unique that way too
+    assert json.loads(run("query", "--db", str(db_path), "--format", "json",
+                          "SELECT 1 AS j, '{\"a\": 1}'::JSON AS j, {'bitrate': 1} AS s").stdout) == [
+        {"j": 1, "j_2": {"a": 1}, "s": {"bitrate": 1}}]
     # a wide table runs past the edge rather than cutting a session id over lines
     wide = run("query", "--db", str(db_path), "SELECT session_id, source_file, attrs, started_at FROM sessions LIMIT 1")
     sid = run("query", "--db", str(db_path), "--format", "csv", "SELECT session_id FROM sessions LIMIT 1").stdout.split()[-1]

@@ -145,6 +145,25 @@ def test_a_run_killed_after_storing_a_cut_last_line_stores_its_reject_once(tmp_p
     assert dump(db_path) == dump(clean)
 
 
+def test_a_final_last_line_of_invalid_utf8_keeps_every_line_number_and_reject(tmp_path, db_path):
+    sid = new_sid()
+    path = tmp_path / "bad-end.jsonl"
+    path.write_bytes((header(sid, v1=False) + "\nnot json\n").encode() + b"\xff")
+    mtime = path.stat().st_mtime
+    ingest([path], IngestOptions(db=db_path, now=mtime + 1000))
+    reasons = "SELECT line_no, reason FROM rejects ORDER BY 1"
+    assert [(n, r.split(" at ")[0]) for n, r in rows(db_path, reasons)] == [(2, "invalid JSON"), (3, "invalid UTF-8")]
+    os.utime(path, (mtime + 10, mtime + 10))  # touched inside the window: the end is not read again yet
+    ingest([path], IngestOptions(db=db_path, now=mtime + 20))
+    assert len(rows(db_path, reasons)) == 2  # nothing lost meanwhile
+    with open(path, "ab") as f:
+        f.write(b"\n" + event(0.1, "done", {}).encode() + b"\n")
+    ingest([path], IngestOptions(db=db_path, now=path.stat().st_mtime + 1000))
+    clean = tmp_path / "clean.duckdb"
+    ingest([path], IngestOptions(db=clean, now=path.stat().st_mtime + 1000))
+    assert dump(db_path) == dump(clean)
+
+
 def test_a_cut_gzip_end_read_as_final_is_read_again_when_the_member_is_finished(tmp_path, db_path):
     import gzip
     import zlib

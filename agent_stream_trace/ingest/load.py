@@ -47,6 +47,9 @@ class FileState:
     # out by this run, stored with the file's first batch (classify.INSERT_SOURCE_FILES).
     file_id: int | None = None
     file_id_new: bool = False
+    # Its rejects past `lines` are read again this run (pipeline.Ingester._prepare): deleted by
+    # the batch that holds the file's next lines, in its transaction (not stored).
+    tail: bool = False
 
 
 @dataclass
@@ -205,6 +208,7 @@ def load_batch(
     blocks, names, pyrejects = staged.blocks, staged.names, staged.pyrejects
     large = sum(len(b.data) for b in blocks) >= classify.LARGE_BATCH_BYTES
     counts = BatchCounts()
+    forget_tails(con, [states[name] for name in names.values()])  # what this batch reads again replaces them
     con.execute(classify.MARKS)
     con.execute(classify.SIDS)
     positional, early = con.execute(classify.POSITIONAL_LINES).fetchone()  # type: ignore[misc]
@@ -259,6 +263,16 @@ def load_batch(
     if persist_state:
         save_states(con, [states[n] for n in names.values()])
     return counts
+
+
+def forget_tails(con: duckdb.DuckDBPyConnection, states: list[FileState]) -> None:
+    """Delete the rejects past the read position of those of `states` marked `tail`: the batch
+    that reads their next lines stores them again, and a file read to its end with nothing new
+    (a cut .gz member its writer finished) has none left. In the caller's transaction."""
+    for state in states:
+        if state.tail:
+            con.execute("DELETE FROM rejects WHERE source_file = ? AND line_no > ?", [state.path, state.lines])
+            state.tail = False
 
 
 def save_states(con: duckdb.DuckDBPyConnection, states: list[FileState]) -> None:

@@ -26,6 +26,7 @@ from .load import (
     FileState,
     StagedBatch,
     assign_file_ids,
+    forget_tails,
     load_batch,
     load_states,
     save_states,
@@ -213,6 +214,8 @@ class Ingester:
         if last is not None:
             self._store(last, states, report)
         if settled:
+            # read to their end with no line left to read again: their old end is gone
+            forget_tails(self.con, [state for state in settled if state.complete])
             save_states(self.con, settled)
 
     def _close_overlapped(
@@ -290,14 +293,18 @@ class Ingester:
         return state, final
 
 
-    def _forget_tail(self, source: Source, state: FileState) -> None:
-        """Delete the rejects of `source` past its read position, which this run reads again: an
+    @staticmethod
+    def _forget_tail(source: Source, state: FileState) -> None:
+        """Mark the rejects of `source` past its read position as read again this run: an
         unfinished end read as final (a last line without newline, a cut .gz member: load.py keeps
         the position before it, so that a writer who finishes it gets the whole line read in its
         place), or what a killed run stored of it. Else such a line would be a reject twice, or a
-        reject and data. Only where there can be one (not read to its end, or an end left behind),
-        so a cron run over finished files pays no statement for it."""
-        self.con.execute("DELETE FROM rejects WHERE source_file = ? AND line_no > ?", [source.name, state.lines])
+        reject and data. They are deleted in a transaction that stores what replaces them
+        (load.forget_tails): the batch with the file's next lines, or the run's last one if the
+        file was read to its end with nothing new. A run that reads nothing of the end (still
+        inside the open window) keeps them. Only where there can be one (not read to its end, or
+        an end left behind)."""
+        state.tail = True
 
 
 class _Unread(Exception):

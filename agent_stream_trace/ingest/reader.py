@@ -273,7 +273,9 @@ def read_blocks(
 def make_block(source: Source, whole: bytes | bytearray, line_no: int, offset: int, unterminated: bool = False) -> Block:
     clean, rejects = sanitize(whole, line_no)  # newlines kept: same line count and pieces
     pieces = cut_pieces(clean)
-    count = sum(pieces.counts)
+    # an unterminated block is one line (the part after the last newline), even when sanitize
+    # blanked it to nothing (invalid UTF-8, a NUL) and no piece counts it
+    count = 1 if unterminated else sum(pieces.counts)
     return Block(
         source=source,
         first_line=line_no,

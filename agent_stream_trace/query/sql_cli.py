@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 import duckdb
@@ -44,9 +45,10 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(_first_line(exc)) from None
         if rel is None:
             return 0
-        json_columns = [name for name, t in zip(rel.columns, rel.types) if str(t) == "JSON"]
         try:
-            df = _displayable(rel).pl()
+            rel = _displayable(rel)
+            json_columns = [name for name, t in zip(rel.columns, rel.types) if str(t) == "JSON"]
+            df = rel.pl()
         except duckdb.Error as exc:
             raise UsageError(_first_line(exc)) from None
     finally:
@@ -57,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
 
 # Column types that polars cannot take (INTERVAL, even inside a list or struct) or that CSV
 # and JSON cannot hold (BLOB, ...): shown as the text DuckDB writes for them.
-_AS_TEXT = ("INTERVAL", "BLOB", "BIT", "UNION", "TIME WITH TIME ZONE", "VARINT", "BIGNUM")
+_AS_TEXT = re.compile(r"\b(INTERVAL|BLOB|BIT|UNION|TIME WITH TIME ZONE|VARINT|BIGNUM)\b")
 
 
 def _displayable(rel: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
@@ -66,11 +68,11 @@ def _displayable(rel: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
     names: list[str] = []
     for name in rel.columns:
         unique, n = name, 1
-        while unique in names:
+        while unique.lower() in (taken.lower() for taken in names):  # DuckDB's names ignore case
             n += 1
             unique = f"{name}_{n}"
         names.append(unique)
-    as_text = [any(word in str(t).upper() for word in _AS_TEXT) for t in rel.types]
+    as_text = [bool(_AS_TEXT.search(str(t).upper())) for t in rel.types]
     if names == rel.columns and not any(as_text):
         return rel
     quoted = ['"' + name.replace('"', '""') + '"' for name in names]
