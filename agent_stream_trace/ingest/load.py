@@ -47,8 +47,14 @@ class FileState:
     # out by this run, stored with the file's first batch (classify.INSERT_SOURCE_FILES).
     file_id: int | None = None
     file_id_new: bool = False
-    # Its rejects past `lines` are read again this run (pipeline.Ingester._prepare): deleted by
-    # the batch that holds the file's next lines, in its transaction (not stored).
+    # This run reads again what lies past `lines` (not stored; set by pipeline.Ingester._prepare):
+    # an unfinished end read as final by an earlier run (a last line without newline, a cut .gz
+    # member: load_batch keeps the read position before it, so that a writer who finishes it
+    # gets the whole line read in its place), or what a killed run stored of it. Its rejects
+    # there go in the transaction that stores what replaces them (forget_tails), else the line
+    # would be a reject twice, or a reject and data; a run that reads nothing of it (the end
+    # still inside the open window) keeps them. Set only where there can be such an end (not
+    # read to its end, or an end left behind), so a cron run over finished files pays nothing.
     tail: bool = False
 
 
@@ -255,7 +261,7 @@ def load_batch(
             # The file's last line, without its newline, read because the file went quiet: stored
             # or rejected now, but the read position stays before it, so that if the writer
             # finishes it after all, the next run reads the whole line in its place (and its
-            # reject goes: pipeline.Ingester._forget_tail), as a run over the finished file would.
+            # reject goes: FileState.tail), as a run over the finished file would.
             state.byte_offset, state.lines = block.start_offset, block.unterminated_line - 1
         else:
             state.byte_offset = block.end_offset

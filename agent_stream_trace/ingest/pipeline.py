@@ -276,7 +276,7 @@ class Ingester:
         if state is not None and state.size == st.st_size and state.mtime == st.st_mtime:
             if state.complete:
                 return None, False
-            self._forget_tail(source, state)  # unchanged, but not read to its end last time (or killed)
+            state.tail = True  # unchanged, but not read to its end last time (or a run was killed)
             return state, final
         if state is None or st.st_size < state.size or (
             state.head_hash and _read_head(source.path, state.size) != state.head_hash
@@ -286,25 +286,11 @@ class Ingester:
             state = FileState(path=source.name)
             self.con.execute("DELETE FROM rejects WHERE source_file = ?", [source.name])
         elif not state.complete or state.byte_offset < state.size or source.gzipped:
-            self._forget_tail(source, state)
+            state.tail = True  # an end it may have left behind is read again (FileState.tail)
         head = _read_head(source.path, st.st_size)
         state.size, state.mtime, state.head_hash = st.st_size, st.st_mtime, head
         states[source.name] = state
         return state, final
-
-
-    @staticmethod
-    def _forget_tail(source: Source, state: FileState) -> None:
-        """Mark the rejects of `source` past its read position as read again this run: an
-        unfinished end read as final (a last line without newline, a cut .gz member: load.py keeps
-        the position before it, so that a writer who finishes it gets the whole line read in its
-        place), or what a killed run stored of it. Else such a line would be a reject twice, or a
-        reject and data. They are deleted in a transaction that stores what replaces them
-        (load.forget_tails): the batch with the file's next lines, or the run's last one if the
-        file was read to its end with nothing new. A run that reads nothing of the end (still
-        inside the open window) keeps them. Only where there can be one (not read to its end, or
-        an end left behind)."""
-        state.tail = True
 
 
 class _Unread(Exception):

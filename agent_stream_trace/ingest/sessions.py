@@ -18,7 +18,7 @@ from . import stats
 
 INTERLEAVE_HORIZON_S = DEFAULT_OPEN_WINDOW_S
 
-# A file's modification time: the stored one, or the one this run found where it is newer
+# A file's modification time: the stored one, or the one this run found where it differs
 # (pipeline._mtimes_now: files with an open session that the run does not read), passed as
 # parameters. Usually there are none, and the statements go without the join (~2 ms of a
 # cron run: callgrind, 8M instructions).
@@ -244,7 +244,7 @@ def compute_rows(
     """The rows of the sessions to recompute, into temporary tables (_keys, _tools, _rows), after
     resummarise_stale. It only reads the database's own tables, so it may run while another
     connection checkpoints (DuckDB blocks writes then). `mtimes`: files' modification times
-    found by this run where they are newer than the stored ones (pipeline._mtimes_now)."""
+    found by this run where they differ from the stored ones (pipeline._mtimes_now)."""
     params: dict[str, object] = {"idle_before": now - open_window}
     if mtimes:
         params.update(mtime_paths=list(mtimes), mtime_values=list(mtimes.values()))
