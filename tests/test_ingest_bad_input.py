@@ -62,6 +62,9 @@ def build_corpus() -> tuple[bytes, dict[int, str]]:
     add(json.dumps({"session": new_sid(), "started_at": "yesterday", "t": 0}), 'header: "started_at" is not')
     add(header(b))
     add(event(0.1, "token", {"text": "v1"}, sid=b, seq=1))
+    # under a v1 header a line without sid is not taken by position (its seq from the line
+    # distance, 2, would be the `_end` record's below, which would then be dropped as a repeat)
+    add(event(0.15, "token", {"text": "no sid"}), 'event: missing field "sid" (the session header above it, line ')
     add(json.dumps({"t": 0.2, "event": "token", "data": {}, "sid": b}), 'event: missing field "seq"')
     add(json.dumps({"t": 0.2, "event": "token", "data": {}, "sid": "nope", "seq": 2}), 'event: "sid" is not a UUID')
     add(json.dumps({"t": 0.2, "event": "token", "data": {}, "sid": b, "seq": -3}), 'event: "seq" is not a non-negative')

@@ -432,24 +432,39 @@ def test_server_and_client_recordings_of_one_session_stay_apart(tmp_path, db_pat
         ("client", "synthetic_done", 1, 3), ("server", "done", 2, 3)]
 
 
-def test_lines_without_sid_in_a_v1_file_join_their_session_by_position(tmp_path, db_path):
-    """A v1 writer that left `sid` off some lines: those lines belong to the header above them,
-    with seq = lines below the header, in the same session as the lines that carry its sid."""
-    sid, other = new_sid(), new_sid()
+@pytest.mark.parametrize("runs", [1, 2])
+def test_a_line_without_sid_under_a_v1_header_is_a_reject_under_a_v0_one_positional(tmp_path, db_path, runs):
+    """A v1 writer puts a sid on every line, so a line without one under a v1 header cannot be
+    placed: taken by position it got seq = its distance to the header, the seq of a real line
+    (here the done, seq 2), which was then dropped as its repeat; and in an interleaved v1 file
+    the header above is often another session's. It is a reject, whether the header above it
+    came in the same run or an earlier one. Under a v0 header, position is the rule."""
+    sid, other, legacy = new_sid(), new_sid(), new_sid()
     lines = [
         header(sid),
         event(0.1, "token", {"text": "ab"}, sid=sid, seq=1),
-        event(0.2, "token", {"text": "cde"}),  # line 3: seq 2 by position
-        event(0.3, "done", {}, sid=sid, seq=3),
+        event(0.2, "token", {"text": "cde"}),  # line 3
+        event(0.3, "done", {}, sid=sid, seq=2),
         header(other),
-        event(0.5, "token", {"text": "f"}),  # line 6: seq 1 of `other` by position
+        event(0.5, "token", {"text": "f"}),  # line 6
+        header(legacy, v1=False),
+        event(0.6, "token", {"text": "gh"}),  # line 8: seq 1 of `legacy` by position
     ]
-    write(tmp_path / "mixed.jsonl", lines)
+    path = tmp_path / "mixed.jsonl"
+    cut = 2 if runs == 2 else len(lines)  # two runs: the header above line 3 is stored by the first
+    write(path, lines[:cut])
     ingest([tmp_path], IngestOptions(db=db_path, open_window=0))
+    if cut < len(lines):
+        write(path, lines[cut:], mode="a")
+        ingest([tmp_path], IngestOptions(db=db_path, open_window=0))
+    assert rows(db_path, "SELECT line_no, reason FROM rejects ORDER BY line_no") == [
+        (3, 'event: missing field "sid" (the session header above it, line 1, is v1)'),
+        (6, 'event: missing field "sid" (the session header above it, line 5, is v1)')]
     assert rows(db_path, "SELECT session_id, seq, event FROM events ORDER BY line_no") == [
-        (sid, 1, "token"), (sid, 2, "token"), (sid, 3, "done"), (other, 1, "token")]
-    assert rows(db_path, "SELECT session_id, outcome, event_count, token_chars FROM sessions ORDER BY started_at, event_count DESC") == [
-        (sid, "done", 3, 5), (other, "synthetic_done", 1, 1)]
+        (sid, 1, "token"), (sid, 2, "done"), (legacy, 1, "token")]
+    sessions = {r[0]: r[1:] for r in rows(db_path, "SELECT session_id, outcome, attribution, event_count, token_chars FROM sessions")}
+    assert sessions[sid] == ("done", "exact", 2, 2)
+    assert sessions[legacy] == ("synthetic_done", "positional", 1, 2)
 
 
 def test_batch_size_never_changes_the_database(corpus, tmp_path):

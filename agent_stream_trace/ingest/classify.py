@@ -203,20 +203,29 @@ FROM checked
 
 # Positional events: the nearest header above, in this batch or carried from the last one. Run
 # only for a batch with lines without sid (SIDS counts them); for the others, NO_POSITIONAL.
+# Only a v0 header takes lines by position: under a v1 header (whose writer puts a sid on every
+# line) a line without sid is a reject (`under_v1`). Taken by position, it got a seq from its
+# distance to the header that could be a real line's, which was then dropped as its repeat.
 POSITIONAL = """
 CREATE OR REPLACE TEMP TABLE _positional AS
-SELECT p.file_id, p.line_no,
-    CASE WHEN m.line_no IS NOT NULL THEN m.session_id ELSE fs.cur_session END AS session_id,
-    CASE WHEN m.line_no IS NOT NULL THEN m.side ELSE fs.cur_side END AS side,
-    coalesce(m.line_no, fs.cur_header_line) AS header_line,
-    NULL::BIGINT AS k  -- the session's key, set by POSITIONAL_KEYS once the batch's sessions are known
-FROM (SELECT file_id, line_no FROM _parsed WHERE reason IS NULL AND NOT is_header AND sid_key IS NULL) p
-ASOF LEFT JOIN _marks m ON p.file_id = m.file_id AND p.line_no >= m.line_no
-JOIN _files fs ON fs.file_id = p.file_id
+SELECT file_id, line_no, CASE WHEN NOT under_v1 THEN session_id END AS session_id, side, header_line,
+    under_v1, NULL::BIGINT AS k  -- the session's key, set by POSITIONAL_KEYS once the batch's sessions are known
+FROM (
+    SELECT *, session_id IS NOT NULL AND v >= 1 AS under_v1 FROM (
+        SELECT p.file_id, p.line_no,
+            CASE WHEN m.line_no IS NOT NULL THEN m.session_id ELSE fs.cur_session END AS session_id,
+            CASE WHEN m.line_no IS NOT NULL THEN m.side ELSE fs.cur_side END AS side,
+            coalesce(m.line_no, fs.cur_header_line) AS header_line,
+            coalesce(CASE WHEN m.line_no IS NOT NULL THEN m.v ELSE fs.cur_v END, 0) AS v
+        FROM (SELECT file_id, line_no FROM _parsed WHERE reason IS NULL AND NOT is_header AND sid_key IS NULL) p
+        ASOF LEFT JOIN _marks m ON p.file_id = m.file_id AND p.line_no >= m.line_no
+        JOIN _files fs ON fs.file_id = p.file_id
+    )
+)
 """
 NO_POSITIONAL = """
-CREATE OR REPLACE TEMP TABLE _positional
-    (file_id INTEGER, line_no BIGINT, session_id VARCHAR, side VARCHAR, header_line BIGINT, k BIGINT)
+CREATE OR REPLACE TEMP TABLE _positional (file_id INTEGER, line_no BIGINT, session_id VARCHAR, side VARCHAR,
+    header_line BIGINT, under_v1 BOOLEAN, k BIGINT)
 """
 
 # Each sid spelling of the batch's events, per file: the session it names (NULL: not a UUID),
@@ -311,6 +320,7 @@ WHERE (s.side IS NULL OR s.after_line IS NOT NULL) AND p.reason IS NULL AND NOT 
 UNION ALL
 SELECT file_id, line_no,
     CASE WHEN header_line IS NULL THEN 'event: no session header before it'
+         WHEN under_v1 THEN 'event: missing field "sid" (the session header above it, line ' || header_line || ', is v1)'
          ELSE 'event: follows an invalid session header (line ' || header_line || ')' END
 FROM _positional WHERE session_id IS NULL
 """
