@@ -1,4 +1,4 @@
-"""Upstream v0 recordings: positional attribution, and interleaving marked ambiguous."""
+"""Upstream v0 recordings: positional attribution, interleaving marked ambiguous, tool calls paired."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from agent_stream_trace.ingest.pipeline import IngestOptions, ingest
-from ingest_support import rows
+from ingest_support import new_sid, rows, v1_session, write
 
 
 def hand_sessions(path: Path) -> dict[str, list[dict]]:
@@ -71,6 +71,26 @@ def test_tool_calls_pair_use_and_result_with_latency(upstream_sequential, db_pat
     got = {(sid, tid): (status, None if lat is None else round(lat, 6)) for sid, tid, status, lat in rows(
         db_path, "SELECT session_id, tool_use_id, status, latency_ms FROM tool_calls")}
     assert got == expected
+
+
+def test_a_tool_result_before_its_use_answers_nothing(tmp_path, db_path):
+    """Pairing follows seq: a result that comes before its use is a result without a use, and
+    the use with no result after it is orphaned (paired, the latency came out negative)."""
+    sid = new_sid()
+    lines = v1_session(sid, [
+        (0.1, "tool_result", {"tool_use_id": "a", "status": "ok"}),
+        (0.3, "tool_use", {"tool_use_id": "a", "tool_name": "search"}),
+        (0.4, "tool_use", {"tool_use_id": "b", "tool_name": "fetch"}),
+        (0.6, "tool_result", {"tool_use_id": "b", "status": "ok"}),
+        (0.7, "tool_result", {"tool_use_id": "b", "status": "error"}),  # a second answer: the first counts
+    ])
+    write(tmp_path / "tools.jsonl", lines)
+    ingest([tmp_path], IngestOptions(db=db_path, open_window=0))
+    got = rows(db_path, "SELECT tool_use_id, tool_name, started_t, ended_t, round(latency_ms, 6), status FROM tool_calls"
+                        " ORDER BY tool_use_id, started_t NULLS FIRST")
+    assert got == [("a", None, None, 0.1, None, "done"), ("a", "search", 0.3, None, None, "orphaned"),
+                   ("b", "fetch", 0.4, 0.6, 200.0, "done")]
+    assert rows(db_path, "SELECT orphaned_tools FROM sessions") == [(1,)]
 
 
 def test_ambiguity_found_across_runs_is_the_same_as_in_one(upstream_concurrent, tmp_path):

@@ -92,12 +92,15 @@ WITH ev AS (
     SELECT e.* FROM _tool_events e SEMI JOIN _keys k USING (k)
 ),
 uses AS (
-    SELECT k, tool_use_id, min_by(tool_name, seq) AS tool_name, min(t) AS started_t
+    SELECT k, tool_use_id, min_by(tool_name, seq) AS tool_name, min(t) AS started_t, min(seq) AS use_seq
     FROM ev WHERE event = 'tool_use' GROUP BY ALL
 ), results AS (
-    SELECT k, tool_use_id,
-        min_by({'name': tool_name, 't': t, 'status': status, 'ms': duration_ms}, seq) AS r
-    FROM ev WHERE event = 'tool_result' GROUP BY ALL
+    -- A result answers its use only if it comes after it (by seq): one before it is a result
+    -- without a use, and the use stays orphaned (paired, the latency came out negative).
+    SELECT e.k, e.tool_use_id, coalesce(e.seq > u.use_seq, false) AS after_use,
+        min_by({'name': e.tool_name, 't': e.t, 'status': e.status, 'ms': e.duration_ms}, e.seq) AS r
+    FROM ev e LEFT JOIN uses u ON u.k = e.k AND u.tool_use_id IS NOT DISTINCT FROM e.tool_use_id
+    WHERE e.event = 'tool_result' GROUP BY ALL
 )
 SELECT coalesce(u.k, r.k) AS k,
     coalesce(u.tool_use_id, r.tool_use_id) AS tool_use_id,
@@ -107,7 +110,7 @@ SELECT coalesce(u.k, r.k) AS k,
     r.r.ms AS reported_ms,
     CASE WHEN r.k IS NULL THEN 'orphaned' WHEN r.r.status = 'error' THEN 'error' ELSE 'done' END AS status
 FROM uses u FULL OUTER JOIN results r
-    ON u.k = r.k AND u.tool_use_id IS NOT DISTINCT FROM r.tool_use_id
+    ON u.k = r.k AND u.tool_use_id IS NOT DISTINCT FROM r.tool_use_id AND r.after_use
 """
 
 # Headers and summaries are CTEs, not tables of their own: a cron run's few sessions cost
