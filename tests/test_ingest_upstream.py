@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from agent_stream_trace.ingest.pipeline import IngestOptions, ingest
 from ingest_support import new_sid, rows, v1_session, write
 
@@ -71,6 +73,34 @@ def test_tool_calls_pair_use_and_result_with_latency(upstream_sequential, db_pat
     got = {(sid, tid): (status, None if lat is None else round(lat, 6)) for sid, tid, status, lat in rows(
         db_path, "SELECT session_id, tool_use_id, status, latency_ms FROM tool_calls")}
     assert got == expected
+
+
+@pytest.mark.parametrize("cut", [None, 4])
+def test_a_v0_session_that_took_anothers_done_is_ambiguous_too(tmp_path, db_path, cut):
+    """Interleaved v0 sessions where one took another's done: A (headed second) gets C's token
+    and done and looks finished, before D's header, ahead of its own lines. D shows the
+    interleaving (two dones, time backwards), so every session near it in time is ambiguous,
+    a finished-looking one too, whether the file is read whole or in two runs."""
+    c, a, d = (f"00000000-0000-0000-0000-00000000600{x}" for x in "cad")
+    lines = [
+        json.dumps({"session": c, "started_at": "2026-12-01T10:00:00.0+00:00", "t": 0}),
+        json.dumps({"session": a, "started_at": "2026-12-01T10:00:00.1+00:00", "t": 0}),
+        json.dumps({"t": 0.2, "event": "token", "data": {"text": "from C"}}),
+        json.dumps({"t": 0.3, "event": "done", "data": {"message_id": "msg_C"}}),
+        json.dumps({"session": d, "started_at": "2026-12-01T10:00:00.5+00:00", "t": 0}),
+        json.dumps({"t": 0.5, "event": "token", "data": {"text": "from A"}}),
+        json.dumps({"t": 0.6, "event": "done", "data": {"message_id": "msg_A"}}),
+        json.dumps({"t": 0.1, "event": "token", "data": {"text": "from D"}}),
+        json.dumps({"t": 0.2, "event": "done", "data": {"message_id": "msg_D"}}),
+    ]
+    path = tmp_path / "v0.jsonl"
+    write(path, lines[:cut])
+    ingest([path], IngestOptions(db=db_path, open_window=0))
+    if cut:
+        write(path, lines[cut:], mode="a")
+        ingest([path], IngestOptions(db=db_path, open_window=0))
+    assert rows(db_path, "SELECT session_id, attribution FROM sessions ORDER BY started_at") == [
+        (c, "ambiguous"), (a, "ambiguous"), (d, "ambiguous")]
 
 
 def test_a_tool_result_before_its_use_answers_nothing(tmp_path, db_path):

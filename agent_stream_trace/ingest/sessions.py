@@ -181,14 +181,16 @@ FROM base
 
 ROWS, ROWS_FOUND = _rows(found=False), _rows(found=True)
 
-# v0 interleaving also hides in sessions that look merely unfinished: a session without done
-# that was running when an ambiguous one in the same file was recorded may have lost its
-# events to it. Mark those ambiguous too; never guess. A session without done may have run
-# on unseen for a while after its last visible line: we allow INTERLEAVE_HORIZON_S.
+# v0 interleaving also hides in sessions that look fine: a session that was running when an
+# ambiguous one in the same file was recorded may have lost its events to it, or taken some
+# of its events (a done among them: then it looks finished). Mark those ambiguous too; never
+# guess. A session may have run on unseen for a while after its last visible line (its own
+# done may be among another's lines): we allow it INTERLEAVE_HORIZON_S. A sequential file has
+# no ambiguous session, so nothing spreads there: a crash without done is not interleaving.
 SPREAD_AMBIGUITY = """
 UPDATE sessions s SET attribution = 'ambiguous'
 FROM sessions a
-WHERE a.attribution = 'ambiguous' AND s.attribution = 'positional' AND s.outcome <> 'done'
+WHERE a.attribution = 'ambiguous' AND s.attribution = 'positional'
   AND a.source_file = s.source_file
   -- files where a session just recomputed is v0: a pair of sessions neither of which was
   -- recomputed is as an earlier run left it, and v1 sessions are never marked. A run that
