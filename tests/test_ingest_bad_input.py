@@ -42,6 +42,8 @@ def build_corpus() -> tuple[bytes, dict[int, str]]:
     add(json.dumps({"event": "token", "data": {}}), 'event: missing field "t"')
     add(json.dumps({"t": "soon", "event": "token", "data": {}}), 'event: "t" is not a number')
     add(json.dumps({"t": -1, "event": "token", "data": {}}), 'event: "t" is negative')
+    # finite but beyond any stream: its session's end timestamp overflowed, failing every run
+    add(json.dumps({"t": 1e13, "event": "token", "data": {}}), 'event: "t" is 1e+09 s or more')
     add('{"t": NaN, "event": "token", "data": {}}', 'event: "t" is not a finite number')
     add(json.dumps({"t": 0.4, "data": {}}), 'event: missing field "event"')
     add(json.dumps({"t": 0.4, "event": 7, "data": {}}), 'event: "event" is not a string')
@@ -60,6 +62,8 @@ def build_corpus() -> tuple[bytes, dict[int, str]]:
     add(event(0.1, "token", {"text": "lost"}), "event: follows an invalid session header")
     add(json.dumps({"session": new_sid(), "t": 0}), 'header: missing field "started_at"')
     add(json.dumps({"session": new_sid(), "started_at": "yesterday", "t": 0}), 'header: "started_at" is not')
+    add(json.dumps({"session": new_sid(), "started_at": "294247-01-09T00:00:00Z", "t": 0}), 'header: "started_at" is not')
+    add(event(1e6, "token", {"text": "lost"}), "event: follows an invalid session header")
     add(header(b))
     add(event(0.1, "token", {"text": "v1"}, sid=b, seq=1))
     # under a v1 header a line without sid is not taken by position (its seq from the line
@@ -295,3 +299,16 @@ def test_the_done_record_fills_the_reported_columns_whatever_its_field_types(tmp
     assert got[flat] == (None, None, 0.5, None, None, None, 4, round(4 / 0.2, 6))
     assert got[odd] == ("5", '{"a":1}', None, None, None, None, 7, None)
     assert got[none] == (None,) * 8
+
+
+def test_a_line_that_is_not_json_with_text_cut_inside_a_character_is_a_reject(tmp_path, db_path):
+    """DuckDB's error for a line that is not JSON quotes the line's first ~47 bytes, and cut
+    inside a UTF-8 character the message could not be decoded: the run failed, every time."""
+    sid = new_sid()
+    lines = [header(sid, v1=False), event(0.1, "token", {"text": "\u4f60\u597d"}),
+             '{"t": 1, "event": "token", "data": {"text": "\u4f60\u597d\uff0c\u4e16\u754c']
+    path = write(tmp_path / "cut.jsonl", lines, newline_at_end=False)
+    report = ingest([path], IngestOptions(db=db_path, open_window=0))
+    assert (report.headers, report.events, report.rejected) == (1, 1, 1)
+    assert rows(db_path, "SELECT line_no, reason FROM rejects") == [
+        (3, "truncated: last line has no newline and is not complete JSON")]

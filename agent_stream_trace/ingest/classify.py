@@ -22,6 +22,10 @@ from __future__ import annotations
 from .stats import metric_rows, summarise
 
 REJECT_PREVIEW = 200  # characters of a rejected line kept in rejects.raw
+# Seconds after its session's start beyond which an event's "t" is a reject, not data: no
+# stream lasts 31 years, and a larger one overflowed the session's end timestamp (a run that
+# failed, and every run after it).
+MAX_T = 1e9
 
 WS = "' ' || chr(9) || chr(13)"
 
@@ -115,7 +119,7 @@ f AS (
     FROM values
 ), checked AS (
     SELECT *,
-        NOT is_header AND isfinite(t) AND t >= 0 AND event IS NOT NULL AND left(data::VARCHAR, 1) = '{{'
+        NOT is_header AND t >= 0 AND t < {MAX_T} AND event IS NOT NULL AND left(data::VARCHAR, 1) = '{{'
             AND (j_sid IS NULL OR (sid_key IS NOT NULL AND seq >= 0)) AS good_event
     FROM numbered
 ), classified AS (
@@ -128,6 +132,7 @@ f AS (
             WHEN t IS NULL THEN 'event: "t" is not a number'
             WHEN NOT isfinite(t) THEN 'event: "t" is not a finite number'
             WHEN t < 0 THEN 'event: "t" is negative'
+            WHEN t >= {MAX_T} THEN 'event: "t" is {MAX_T:.0e} s or more (over 31 years after the session start)'
             WHEN j_event IS NULL THEN 'event: missing field "event"'
             WHEN event IS NULL THEN 'event: "event" is not a string'
             WHEN data IS NULL THEN 'event: missing field "data"'
@@ -185,7 +190,8 @@ WITH fields AS (
     SELECT *, CASE
         WHEN session_s IS NULL THEN 'header: "session" is not a UUID string'
         WHEN j_started IS NULL THEN 'header: missing field "started_at"'
-        WHEN started_at IS NULL THEN 'header: "started_at" is not an ISO-8601 timestamp'
+        -- ISO-8601 years have four digits; a later one overflowed the session's end timestamp
+        WHEN started_at IS NULL OR NOT year(started_at) BETWEEN 1 AND 9999 THEN 'header: "started_at" is not an ISO-8601 timestamp'
         WHEN j_v IS NOT NULL AND v IS NULL THEN 'header: "v" is not an integer'
         WHEN j_side IS NOT NULL AND json_type(j_side) <> 'VARCHAR' THEN 'header: "side" is not a string'
         WHEN j_attrs IS NOT NULL AND json_type(j_attrs) NOT IN ('OBJECT', 'NULL') THEN 'header: "attrs" is not an object'

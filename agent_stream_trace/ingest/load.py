@@ -138,8 +138,10 @@ class StagedBatch:
     pyrejects: list[tuple[int, int, str, str]]  # (file_id, line_no, reason, raw): found while reading
 
 
-# What DuckDB raises for a line that is not JSON in the fast parse (classify.PARSED_JSON).
-_NOT_JSON_ERRORS = (duckdb.InvalidInputException, duckdb.ConversionException)
+# What DuckDB raises for a line that is not JSON in the fast parse (classify.PARSED_JSON). Its
+# message quotes the line's start, cut at a byte count: cut inside a UTF-8 character, the
+# message itself cannot be decoded, and the binding raises that instead.
+_NOT_JSON_ERRORS = (duckdb.InvalidInputException, duckdb.ConversionException, UnicodeDecodeError)
 
 
 @contextmanager
