@@ -60,6 +60,21 @@ def test_a_header_appended_later_closes_the_v0_session_before_it_not_a_v1_one(tm
     assert outcomes == {a0: "synthetic_done", b0: "open", a1: "open", b1: "open"}
 
 
+def test_a_header_appended_after_an_invalid_one_still_closes_the_v0_session_before_them(tmp_path, db_path):
+    # An invalid header ends positional attribution, not the session above it: the valid header
+    # after it closes that session, whether it comes in the same run or a later one.
+    path = tmp_path / "v0.jsonl"
+    a, b = new_sid(), new_sid()
+    write(path, [header(a, v1=False), event(0.1, "token", {"text": "x"}), header("not-a-uuid", v1=False)])
+    now = time.time()
+    ingest([path], IngestOptions(db=db_path, now=now))
+    assert rows(db_path, "SELECT outcome FROM sessions") == [("open",)]
+
+    write(path, [header(b, v1=False)], mode="a")
+    ingest([path], IngestOptions(db=db_path, now=now))
+    assert dict(rows(db_path, "SELECT session_id, outcome FROM sessions")) == {a: "synthetic_done", b: "open"}
+
+
 def test_open_session_turns_synthetic_once_the_file_is_idle_past_the_window(tmp_path, db_path):
     sid = new_sid()
     path = write(tmp_path / "crashed.jsonl", [header(sid), event(0.1, "token", {"text": "x"}, sid=sid, seq=1)])

@@ -532,6 +532,20 @@ SELECT DISTINCT session_id, side FROM (
         WHERE f.cur_session IS NOT NULL AND coalesce(f.cur_v, 0) = 0 AND f.file_id IN (SELECT file_id FROM _marks)
 )
 """
+# The same, for a file whose last header before this batch was invalid (rare: run only then):
+# the session to close is the one of the file's last stored valid header above it, if v0. An
+# invalid header ends positional attribution (the file carries no session past it), but not
+# the session before it: a valid header later still closes that, as it does in one run.
+MARK_DIRTY_AFTER_INVALID_HEADER = """
+INSERT INTO _dirty_sessions
+SELECT ks.session_id, ks.side FROM (
+    SELECT max_by(h.k, h.line_no) AS k, max_by(coalesce(h.v, 0), h.line_no) AS v
+    FROM _files f JOIN _session_headers h ON h.source_file = f.path AND h.line_no < f.cur_header_line
+    WHERE f.cur_session IS NULL AND f.cur_header_line IS NOT NULL
+        AND f.file_id IN (SELECT file_id FROM _marks WHERE reason IS NULL)
+    GROUP BY f.path
+) last JOIN _session_keys ks USING (k) WHERE last.v = 0
+"""
 
 # Where positional attribution stands at the end of the batch, per file.
 LAST_MARKS = """

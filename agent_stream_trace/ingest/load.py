@@ -247,6 +247,8 @@ def load_batch(
         con.execute(sql)
     for sql in classify.WRITES:
         con.execute(sql)
+    if any(states[n].cur_session is None and states[n].cur_header_line is not None for n in names.values()):
+        con.execute(classify.MARK_DIRTY_AFTER_INVALID_HEADER)
     if any(states[name].file_id_new for name in names.values()):
         con.execute(classify.INSERT_SOURCE_FILES)
         for name in names.values():
