@@ -103,6 +103,33 @@ def test_a_v0_session_that_took_anothers_done_is_ambiguous_too(tmp_path, db_path
         (c, "ambiguous"), (a, "ambiguous"), (d, "ambiguous")]
 
 
+@pytest.mark.parametrize("cut", [None, 7])
+def test_ambiguity_spreads_only_from_sessions_whose_own_lines_interleave(tmp_path, db_path, cut):
+    """A shows interleaving (two dones); S1, running beside it, is marked for that. S2 ran
+    beside S1 but not beside A: it stays positional, whether S1 was marked in this run or
+    an earlier one (from a mark stored by an earlier run, ambiguity went on spreading)."""
+    a, s1, x, s2 = (f"00000000-0000-4000-8000-00000000000{n}" for n in "ab12")
+    lines = [
+        json.dumps({"session": a, "started_at": "2026-11-24T10:00:00Z", "t": 0}),
+        json.dumps({"t": 0.5, "event": "done", "data": {}}),
+        json.dumps({"t": 0.6, "event": "done", "data": {}}),
+        json.dumps({"session": s1, "started_at": "2026-11-24T10:00:00.2Z", "t": 0}),
+        json.dumps({"t": 400, "event": "token", "data": {"text": "late"}}),
+        json.dumps({"session": x, "started_at": "2026-11-24T10:20:00Z", "t": 0}),
+        json.dumps({"t": 1, "event": "done", "data": {}}),
+        json.dumps({"session": s2, "started_at": "2026-11-24T10:06:00Z", "t": 0}),
+        json.dumps({"t": 1, "event": "token", "data": {"text": "x"}}),
+    ]
+    path = tmp_path / "v0.jsonl"
+    write(path, lines[:cut])
+    ingest([path], IngestOptions(db=db_path, open_window=0))
+    if cut:
+        write(path, lines[cut:], mode="a")
+        ingest([path], IngestOptions(db=db_path, open_window=0))
+    assert dict(rows(db_path, "SELECT session_id, attribution FROM sessions")) == {
+        a: "ambiguous", s1: "ambiguous", x: "positional", s2: "positional"}
+
+
 def test_a_tool_result_before_its_use_answers_nothing(tmp_path, db_path):
     """Pairing follows seq: a result that comes before its use is a result without a use, and
     the use with no result after it is orphaned (paired, the latency came out negative)."""

@@ -113,6 +113,11 @@ FROM uses u FULL OUTER JOIN results r
     ON u.k = r.k AND u.tool_use_id IS NOT DISTINCT FROM r.tool_use_id AND r.after_use
 """
 
+# A v0 session whose own lines show interleaving (over its summary's columns): several dones,
+# events after the done, or time running backwards.
+INTERLEAVED = "coalesce(dones, 0) > 1 OR done_seq < last_wire_seq OR min_gap < 0"
+
+
 # Headers and summaries are CTEs, not tables of their own: a cron run's few sessions cost
 # more to plan and create tables for than to compute.
 def _rows(*, found: bool) -> str:
@@ -149,7 +154,7 @@ SELECT
     CASE WHEN v >= 1 THEN 'exact'
          -- v0 lines carry no session id: interleaving shows as several dones, events after
          -- the done, or time running backwards inside one positional session.
-         WHEN coalesce(dones, 0) > 1 OR done_seq < last_wire_seq OR min_gap < 0 THEN 'ambiguous'
+         WHEN {INTERLEAVED} THEN 'ambiguous'
          ELSE 'positional' END AS attribution,
     coalesce(event_count, 0) AS event_count,
     coalesce(token_events, 0) AS token_events,
@@ -187,15 +192,20 @@ ROWS, ROWS_FOUND = _rows(found=False), _rows(found=True)
 # guess. A session may have run on unseen for a while after its last visible line (its own
 # done may be among another's lines): we allow it INTERLEAVE_HORIZON_S. A sequential file has
 # no ambiguous session, so nothing spreads there: a crash without done is not interleaving.
-SPREAD_AMBIGUITY = """
+SPREAD_AMBIGUITY = f"""
 UPDATE sessions s SET attribution = 'ambiguous'
-FROM sessions a
-WHERE a.attribution = 'ambiguous' AND s.attribution = 'positional'
-  AND a.source_file = s.source_file
-  -- files where a session just recomputed is v0: a pair of sessions neither of which was
-  -- recomputed is as an earlier run left it, and v1 sessions are never marked. A run that
-  -- recomputed only v1 sessions does not run this at all (write_rows).
-  AND a.source_file IN (SELECT source_file FROM _rows WHERE attribution <> 'exact')
+FROM (
+    -- from the sessions whose own lines show interleaving only, not from those marked by a
+    -- spread: from those, it went on from run to run (one run over the file marks less)
+    SELECT a.source_file, a.started_at, a.ended_at
+    FROM sessions a JOIN _session_keys ks USING (session_id, side)
+    WHERE a.attribution = 'ambiguous' AND ks.k IN (SELECT k FROM _session_stats WHERE {INTERLEAVED})
+      -- files where a session just recomputed is v0: a pair of sessions neither of which was
+      -- recomputed is as an earlier run left it, and v1 sessions are never marked. A run that
+      -- recomputed only v1 sessions does not run this at all (write_rows).
+      AND a.source_file IN (SELECT source_file FROM _rows WHERE attribution <> 'exact')
+) a
+WHERE s.attribution = 'positional' AND a.source_file = s.source_file
   AND s.started_at <= a.ended_at
   AND a.started_at <= s.ended_at + to_microseconds(($horizon * 1e6)::BIGINT)
 """
