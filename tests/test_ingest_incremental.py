@@ -448,6 +448,24 @@ def test_server_and_client_recordings_of_one_session_stay_apart(tmp_path, db_pat
 
 
 @pytest.mark.parametrize("runs", [1, 2])
+def test_both_sides_of_one_session_in_one_file_go_to_the_first_header_s_side(tmp_path, db_path, runs):
+    """Lines carry no side: with both sides' headers of one sid in one file (two recorders
+    sharing a file), the first header there decides, the same however the file is read."""
+    sid = new_sid()
+    lines = [header(sid), event(0.1, "token", {"text": "srv"}, sid=sid, seq=1),
+             header(sid, side="client"), event(0.2, "token", {"text": "cli"}, sid=sid, seq=2)]
+    path = tmp_path / "both.jsonl"
+    cut = 2 if runs == 2 else len(lines)
+    write(path, lines[:cut])
+    ingest([path], IngestOptions(db=db_path, open_window=0))
+    if cut < len(lines):
+        write(path, lines[cut:], mode="a")
+        ingest([path], IngestOptions(db=db_path, open_window=0))
+    assert rows(db_path, "SELECT side, seq FROM events ORDER BY seq") == [("server", 1), ("server", 2)]
+    assert rows(db_path, "SELECT side, event_count FROM sessions ORDER BY side") == [("client", 0), ("server", 2)]
+
+
+@pytest.mark.parametrize("runs", [1, 2])
 def test_a_line_without_sid_under_a_v1_header_is_a_reject_under_a_v0_one_positional(tmp_path, db_path, runs):
     """A v1 writer puts a sid on every line, so a line without one under a v1 header cannot be
     placed: taken by position it got seq = its distance to the header, the seq of a real line

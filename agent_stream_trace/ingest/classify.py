@@ -252,10 +252,13 @@ WITH spelled AS (
         WHERE reason IS NULL AND NOT is_header GROUP BY ALL
     )
 ), headers AS (
-    SELECT file_id, session_id, min(side) AS side, min(line_no) AS header_line FROM (
-        SELECT file_id, session_id, side, line_no FROM _marks WHERE session_id IS NOT NULL
+    -- A sid with headers of both sides in one file (rare) takes the side of its first header
+    -- there, stored ones first: the same side however the file is read.
+    SELECT file_id, session_id, arg_min(side, {{'batch': batch, 'line': line_no}}) AS side, min(header_line) AS header_line
+    FROM (
+        SELECT file_id, session_id, side, line_no, line_no AS header_line, true AS batch FROM _marks WHERE session_id IS NOT NULL
         UNION ALL
-        SELECT f.file_id, sk.session_id, sk.side, 0  -- stored: above every line of the batch
+        SELECT f.file_id, sk.session_id, sk.side, h.line_no, 0, false  -- stored: above every line of the batch
         FROM _session_keys sk JOIN _session_headers h USING (k) JOIN _files f ON h.source_file = f.path
         WHERE sk.uid IN (SELECT session_id::UUID FROM spelled)
     ) GROUP BY ALL
