@@ -138,6 +138,32 @@ def test_a_last_line_read_as_final_is_read_again_if_the_writer_finishes_it(tmp_p
     assert dump(db_path) == dump(clean)
 
 
+@pytest.mark.parametrize("last", ["v1 event", "v0 event", "v0 header"])
+def test_a_whole_last_line_read_as_final_then_spoiled_by_the_writer_leaves_nothing_behind(tmp_path, db_path, last):
+    # A last line that was whole JSON without its newline was read as final: an event, or a
+    # header the file's next lines would follow. A restarted writer then appends to that same
+    # line, which is no longer JSON: a reject, and nothing it gave before (its event, its
+    # session, the lines after it taken by position) remains: the database of one run over the
+    # finished file.
+    a, b = new_sid(), new_sid()
+    v1 = last == "v1 event"
+    lines = [header(a, v1=v1), event(0.1, "token", {"text": "x"}, **({"sid": a, "seq": 1} if v1 else {}))]
+    lines.append({"v1 event": event(0.2, "token", {"text": "y"}, sid=a, seq=2),
+                  "v0 event": event(0.2, "token", {"text": "y"}),
+                  "v0 header": header(b, v1=False)}[last])
+    path = write(tmp_path / "restarted.jsonl", lines, newline_at_end=False)
+    mtime = path.stat().st_mtime
+    first = ingest([path], IngestOptions(db=db_path, now=mtime + 1000))
+    assert (first.lines, first.rejected) == (3, 0)
+    more = event(0.3, "token", {"text": "z"}, **({"sid": a, "seq": 3} if v1 else {}))
+    write(path, [more, more], mode="a")  # line 3 is now two objects, line 4 a token of `a`
+    ingest([path], IngestOptions(db=db_path, now=mtime + 1000))
+    clean = tmp_path / "clean.duckdb"
+    report = ingest([path], IngestOptions(db=clean, now=mtime + 1000))
+    assert (report.lines, report.rejected) == (4, 1)
+    assert dump(db_path) == dump(clean)
+
+
 def test_a_run_killed_after_storing_a_cut_last_line_stores_its_reject_once(tmp_path, db_path, monkeypatch):
     from agent_stream_trace.ingest.pipeline import Ingester
 
