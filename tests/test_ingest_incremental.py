@@ -138,32 +138,6 @@ def test_a_last_line_read_as_final_is_read_again_if_the_writer_finishes_it(tmp_p
     assert dump(db_path) == dump(clean)
 
 
-@pytest.mark.parametrize("last", ["v1 event", "v0 event", "v0 header"])
-def test_a_whole_last_line_read_as_final_then_spoiled_by_the_writer_leaves_nothing_behind(tmp_path, db_path, last):
-    # A last line that was whole JSON without its newline was read as final: an event, or a
-    # header the file's next lines would follow. A restarted writer then appends to that same
-    # line, which is no longer JSON: a reject, and nothing it gave before (its event, its
-    # session, the lines after it taken by position) remains: the database of one run over the
-    # finished file.
-    a, b = new_sid(), new_sid()
-    v1 = last == "v1 event"
-    lines = [header(a, v1=v1), event(0.1, "token", {"text": "x"}, **({"sid": a, "seq": 1} if v1 else {}))]
-    lines.append({"v1 event": event(0.2, "token", {"text": "y"}, sid=a, seq=2),
-                  "v0 event": event(0.2, "token", {"text": "y"}),
-                  "v0 header": header(b, v1=False)}[last])
-    path = write(tmp_path / "restarted.jsonl", lines, newline_at_end=False)
-    mtime = path.stat().st_mtime
-    first = ingest([path], IngestOptions(db=db_path, now=mtime + 1000))
-    assert (first.lines, first.rejected) == (3, 0)
-    more = event(0.3, "token", {"text": "z"}, **({"sid": a, "seq": 3} if v1 else {}))
-    write(path, [more, more], mode="a")  # line 3 is now two objects, line 4 a token of `a`
-    ingest([path], IngestOptions(db=db_path, now=mtime + 1000))
-    clean = tmp_path / "clean.duckdb"
-    report = ingest([path], IngestOptions(db=clean, now=mtime + 1000))
-    assert (report.lines, report.rejected) == (4, 1)
-    assert dump(db_path) == dump(clean)
-
-
 def test_a_run_killed_after_storing_a_cut_last_line_stores_its_reject_once(tmp_path, db_path, monkeypatch):
     from agent_stream_trace.ingest.pipeline import Ingester
 
@@ -286,6 +260,23 @@ def test_a_replaced_file_is_read_again_from_the_start(tmp_path, db_path):
     ingest([path], IngestOptions(db=db_path, open_window=0))
     assert sorted(r[0] for r in rows(db_path, "SELECT session_id FROM sessions")) == sorted([s1, s2])
     assert rows(db_path, "SELECT count(*) FROM rejects") == [(0,)]  # the old file's rejects went with it
+
+
+def test_a_file_replaced_while_being_written_keeps_the_old_recording_s_events(tmp_path, db_path):
+    # A replaced file is read again from its start, and what its old content gave stays. A run
+    # that leaves the new content's partial last line for later must not touch the old
+    # content's lines past it (a first try at undoing a re-read end deleted them).
+    s1, s2 = new_sid(), new_sid()
+    path = write(tmp_path / "rotated.jsonl", v1_session(s1, [(0.1 * i, "token", {"text": "x"}) for i in range(1, 8)]))
+    ingest([path], IngestOptions(db=db_path, open_window=0))
+    new = v1_session(s2, [(0.1, "token", {"text": "y"}), (0.2, "token", {"text": "z"})])
+    write(path, new[:-1] + [new[-1][:10]], newline_at_end=False)  # replaced, its writer mid-line
+    now = path.stat().st_mtime + 1
+    ingest([path], IngestOptions(db=db_path, now=now))
+    write(path, new)
+    ingest([path], IngestOptions(db=db_path, now=now))
+    assert dict(rows(db_path, "SELECT session_id, event_count FROM sessions")) == {s1: 7, s2: 2}
+    assert rows(db_path, "SELECT count(*) FROM events WHERE session_id = ?", [s1]) == [(8,)]  # with its `_end`
 
 
 def test_a_file_read_again_from_its_start_keeps_one_header_per_session(tmp_path, db_path):

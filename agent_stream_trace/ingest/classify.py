@@ -550,13 +550,10 @@ SELECT ks.session_id, ks.side FROM (
 ) last JOIN _session_keys ks USING (k) WHERE last.v = 0
 """
 
-# Where positional attribution stands at the end of the batch, per file: before a last line
-# without newline (the read position stays before it, and the run that reads it again starts
-# from the session above it).
+# Where positional attribution stands at the end of the batch, per file.
 LAST_MARKS = """
-SELECT m.file_id, max_by({'session': session_id, 'side': side, 'line': line_no, 'v': v}, line_no) AS m
-FROM _marks m JOIN _files f USING (file_id) WHERE m.line_no IS DISTINCT FROM f.unterminated_line
-GROUP BY m.file_id
+SELECT file_id, max_by({'session': session_id, 'side': side, 'line': line_no, 'v': v}, line_no) AS m
+FROM _marks GROUP BY file_id
 """
 
 # What became of the batch's lines, and whether any of its events may repeat (in the batch,

@@ -275,42 +275,13 @@ def load_batch(
     return counts
 
 
-# What an earlier run stored from past a file's read position (an unfinished end read as
-# final): its sessions are summarised again from their stored events and their rows recomputed.
-_TAIL_STORED = """
-SELECT EXISTS (SELECT 1 FROM _events WHERE file_id = $file_id AND line_no > $lines)
-    OR EXISTS (SELECT 1 FROM _session_headers WHERE source_file = $path AND line_no > $lines)
-"""
-_FORGET_TAIL = """
-INSERT OR IGNORE INTO _stale_sessions SELECT DISTINCT k FROM _events WHERE file_id = $file_id AND line_no > $lines;
-INSERT INTO _dirty_sessions SELECT session_id, side FROM _session_keys WHERE k IN (
-    SELECT k FROM _events WHERE file_id = $file_id AND line_no > $lines
-    UNION SELECT k FROM _session_headers WHERE source_file = $path AND line_no > $lines);
-DELETE FROM _tool_events t USING (SELECT k, seq FROM _events WHERE file_id = $file_id AND line_no > $lines) e
-    WHERE t.k = e.k AND t.seq = e.seq;
-DELETE FROM _events WHERE file_id = $file_id AND line_no > $lines;
-DELETE FROM _session_headers WHERE source_file = $path AND line_no > $lines;
-"""
-
-
 def forget_tails(con: duckdb.DuckDBPyConnection, states: list[FileState]) -> None:
-    """Delete what was stored past the read position of those of `states` marked `tail`
-    (rejects, and the events and headers of a last line read as final): the batch that reads
-    their next lines stores them again, and a file read to its end with nothing new (a cut .gz
-    member its writer finished) has none left. In the caller's transaction.
-
-    Why the events and headers too: a writer may finish a last line that was complete JSON
-    without its newline into one that is not (a restarted writer appending to it), and a run
-    over the finished file would then have only the reject."""
+    """Delete the rejects past the read position of those of `states` marked `tail`: the batch
+    that reads their next lines stores them again, and a file read to its end with nothing new
+    (a cut .gz member its writer finished) has none left. In the caller's transaction."""
     for state in states:
         if state.tail:
             con.execute("DELETE FROM rejects WHERE source_file = ? AND line_no > ?", [state.path, state.lines])
-            if state.file_id is not None and not state.file_id_new:
-                where = {"file_id": state.file_id, "lines": state.lines, "path": state.path}
-                # Usually nothing (a partial line left unread inside the open window): one query.
-                if con.execute(_TAIL_STORED, where).fetchall() == [(True,)]:
-                    for sql in _FORGET_TAIL.split(";")[:-1]:
-                        con.execute(sql, {name: value for name, value in where.items() if f"${name}" in sql})
             state.tail = False
 
 
