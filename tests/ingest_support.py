@@ -50,6 +50,17 @@ def v1_session(sid: str, events: list[tuple[float, str, dict[str, Any]]], end: s
     return lines
 
 
+def ingest_in_runs(path: Path, lines: list[str], db: Path, cut: int | None = None) -> None:
+    """Write `lines` to `path` and ingest them (open window 0): in one run, or, with `cut`, the
+    lines before it in a first run and the rest, appended, in a second."""
+    from agent_stream_trace.ingest.pipeline import IngestOptions, ingest
+
+    parts = [lines] if cut is None else [lines[:cut], lines[cut:]]
+    for i, part in enumerate(parts):
+        write(path, part, mode="a" if i else "w")
+        ingest([path], IngestOptions(db=db, open_window=0))
+
+
 def rows(db: Path, sql: str, params: list[Any] | None = None) -> list[tuple]:
     con = duckdb.connect(str(db), read_only=True)
     try:

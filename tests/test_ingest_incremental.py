@@ -14,7 +14,7 @@ import pytest
 
 from agent_stream_trace.ingest.cli import format_report
 from agent_stream_trace.ingest.pipeline import IngestOptions, ingest
-from ingest_support import dump, event, header, new_sid, rows, v1_session, write
+from ingest_support import dump, event, header, ingest_in_runs, new_sid, rows, v1_session, write
 
 
 def test_rerun_over_the_same_files_adds_nothing(upstream_sequential, upstream_concurrent, db_path):
@@ -471,13 +471,7 @@ def test_both_sides_of_one_session_in_one_file_go_to_the_first_header_s_side(tmp
     sid = new_sid()
     lines = [header(sid), event(0.1, "token", {"text": "srv"}, sid=sid, seq=1),
              header(sid, side="client"), event(0.2, "token", {"text": "cli"}, sid=sid, seq=2)]
-    path = tmp_path / "both.jsonl"
-    cut = 2 if runs == 2 else len(lines)
-    write(path, lines[:cut])
-    ingest([path], IngestOptions(db=db_path, open_window=0))
-    if cut < len(lines):
-        write(path, lines[cut:], mode="a")
-        ingest([path], IngestOptions(db=db_path, open_window=0))
+    ingest_in_runs(tmp_path / "both.jsonl", lines, db_path, cut=2 if runs == 2 else None)
     assert rows(db_path, "SELECT side, seq FROM events ORDER BY seq") == [("server", 1), ("server", 2)]
     assert rows(db_path, "SELECT side, event_count FROM sessions ORDER BY side") == [("client", 0), ("server", 2)]
 
@@ -500,13 +494,8 @@ def test_a_line_without_sid_under_a_v1_header_is_a_reject_under_a_v0_one_positio
         header(legacy, v1=False),
         event(0.6, "token", {"text": "gh"}),  # line 8: seq 1 of `legacy` by position
     ]
-    path = tmp_path / "mixed.jsonl"
-    cut = 2 if runs == 2 else len(lines)  # two runs: the header above line 3 is stored by the first
-    write(path, lines[:cut])
-    ingest([tmp_path], IngestOptions(db=db_path, open_window=0))
-    if cut < len(lines):
-        write(path, lines[cut:], mode="a")
-        ingest([tmp_path], IngestOptions(db=db_path, open_window=0))
+    # two runs: the header above line 3 is stored by the first
+    ingest_in_runs(tmp_path / "mixed.jsonl", lines, db_path, cut=2 if runs == 2 else None)
     assert rows(db_path, "SELECT line_no, reason FROM rejects ORDER BY line_no") == [
         (3, 'event: missing field "sid" (the session header above it, line 1, is v1)'),
         (6, 'event: missing field "sid" (the session header above it, line 5, is v1)')]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from agent_stream_trace.ingest.pipeline import IngestOptions, ingest
-from ingest_support import new_sid, rows, v1_session, write
+from ingest_support import ingest_in_runs, new_sid, rows, v1_session, write
 
 
 def hand_sessions(path: Path) -> dict[str, list[dict]]:
@@ -93,12 +93,7 @@ def test_a_v0_session_that_took_anothers_done_is_ambiguous_too(tmp_path, db_path
         json.dumps({"t": 0.1, "event": "token", "data": {"text": "from D"}}),
         json.dumps({"t": 0.2, "event": "done", "data": {"message_id": "msg_D"}}),
     ]
-    path = tmp_path / "v0.jsonl"
-    write(path, lines[:cut])
-    ingest([path], IngestOptions(db=db_path, open_window=0))
-    if cut:
-        write(path, lines[cut:], mode="a")
-        ingest([path], IngestOptions(db=db_path, open_window=0))
+    ingest_in_runs(tmp_path / "v0.jsonl", lines, db_path, cut)
     assert rows(db_path, "SELECT session_id, attribution FROM sessions ORDER BY started_at") == [
         (c, "ambiguous"), (a, "ambiguous"), (d, "ambiguous")]
 
@@ -120,12 +115,7 @@ def test_ambiguity_spreads_only_from_sessions_whose_own_lines_interleave(tmp_pat
         json.dumps({"session": s2, "started_at": "2026-11-24T10:06:00Z", "t": 0}),
         json.dumps({"t": 1, "event": "token", "data": {"text": "x"}}),
     ]
-    path = tmp_path / "v0.jsonl"
-    write(path, lines[:cut])
-    ingest([path], IngestOptions(db=db_path, open_window=0))
-    if cut:
-        write(path, lines[cut:], mode="a")
-        ingest([path], IngestOptions(db=db_path, open_window=0))
+    ingest_in_runs(tmp_path / "v0.jsonl", lines, db_path, cut)
     assert dict(rows(db_path, "SELECT session_id, attribution FROM sessions")) == {
         a: "ambiguous", s1: "ambiguous", x: "positional", s2: "positional"}
 
