@@ -442,6 +442,20 @@ def m016_session_keys_by_uuid(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+@migration
+def m017_session_model_from_attrs(con: duckdb.DuckDBPyConnection) -> None:
+    # `sessions.model` came from the done event only, so every session that ended without one
+    # had none, and a synthetic-done rate grouped by model put all of them in a group of their
+    # own. It now falls back to the header's attrs.model (ingest/sessions.py); the sessions
+    # stored before get the same.
+    con.execute(
+        """
+        UPDATE sessions SET model = attrs ->> '$.model'
+        WHERE model IS NULL AND json_type(attrs, '$.model') = 'VARCHAR'
+        """
+    )
+
+
 def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Apply pending migrations; return the names applied. Safe to call from every entry point.
 

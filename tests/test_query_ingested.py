@@ -178,6 +178,50 @@ def test_v1_recording_end_to_end(tmp_path: Path, db_path: Path, capsys: pytest.C
     assert {r["attrs.case"]: r["sessions"] for r in by_route["breakdown"]} == {name: 1 for name in cases}
 
 
+def test_model_from_done_else_from_header_attrs(tmp_path: Path, db_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A session that ended without done has the model its header's attrs name, so the
+    synthetic-done rate grouped by model counts it under that model (the done's model wins)."""
+    start = datetime(2026, 11, 24, 8, 0, tzinfo=timezone.utc)
+    done = {"message_id": "m", "num_turns": 1, "tool_count": 0, "duration_ms": 500, "model": "served-model"}
+    sessions = {  # name: (attrs, events)
+        "done": ({"model": "asked-model"}, [(0.2, "token", {"text": "hi"}), (0.5, "done", done)]),
+        "crash": ({"model": "asked-model"}, [(0.2, "token", {"text": "hi"}), (0.4, "_end", {"reason": "exception"})]),
+        "crash2": ({"model": "asked-model"}, [(0.3, "_end", {"reason": "cancelled"})]),
+        "fine": ({"model": "asked-model"}, [(0.2, "token", {"text": "hi"}),
+                                            (0.5, "done", {**done, "model": "asked-model"})]),
+        "no_model": ({"route": "/chat"}, [(0.3, "_end", {"reason": "cancelled"})]),
+        "not_text": ({"model": {"name": "x"}}, [(0.3, "_end", {"reason": "cancelled"})]),
+    }
+    lines, ids = [], {}
+    for i, (name, (attrs, events)) in enumerate(sessions.items()):
+        ids[name] = sid = f"{i + 1:08x}-2222-4222-8222-222222222222"
+        lines.append(dumps(header_record(sid, start, attrs=attrs)))
+        lines.extend(dumps(event_record(sid, seq, t, ev, data)) for seq, (t, ev, data) in enumerate(events, start=1))
+    rec = tmp_path / "models.jsonl"
+    rec.write_text("".join(lines), encoding="utf-8")
+    ingest([rec], IngestOptions(db=db_path, open_window=0.0))
+
+    def models() -> dict[str, str | None]:
+        with connect(db_path, read_only=True) as con:
+            got = dict(con.execute("SELECT session_id, model FROM sessions").fetchall())
+        return {name: got[sid] for name, sid in ids.items()}
+
+    expected = {"done": "served-model", "crash": "asked-model", "crash2": "asked-model", "fine": "asked-model",
+                "no_model": None, "not_text": None}
+    assert models() == expected
+    report = cli_json(capsys, "stats", "--db", str(db_path), "--by", "model", "--format", "json")
+    rates = {r["model"]: (r["sessions"], r["synthetic_done_rate"]) for r in report["breakdown"]}
+    assert rates["asked-model"] == (3, pytest.approx(2 / 3))
+    assert rates["served-model"] == (1, 0.0)
+
+    # A database written before the fallback (migration m017) gets it when next opened.
+    with duckdb.connect(str(db_path)) as con:
+        con.execute("UPDATE sessions SET model = NULL WHERE session_id IN (?, ?)", [ids["crash"], ids["crash2"]])
+        con.execute("DELETE FROM _schema_migrations WHERE name = 'm017_session_model_from_attrs'")
+    connect(db_path).close()
+    assert models() == expected
+
+
 def test_show_timeline(tmp_path: Path, db_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rec = tmp_path / "v1.jsonl"
     cases = _v1_file(rec)

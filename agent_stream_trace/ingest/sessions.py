@@ -168,7 +168,10 @@ SELECT
     coalesce(tool_errors, 0) AS tool_errors,
     orphaned_tools,
     coalesce(errors, 0) AS errors,
-    done_fields[1] AS model,
+    -- The done event's model, else the one the header's attrs name (a recorder that knows
+    -- the model puts it there): a session that ended without done has a model too, so a rate
+    -- of sessions without done can be grouped by it.
+    coalesce(done_fields[1], CASE WHEN json_type(attrs, '$.model') = 'VARCHAR' THEN attrs ->> '$.model' END) AS model,
     done_fields[2] AS message_id,
     try_cast(done_fields[3] AS DOUBLE) AS total_cost_usd,
     try_cast(done_fields[4] AS INTEGER) AS reported_turns,
