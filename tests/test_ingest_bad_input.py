@@ -63,6 +63,10 @@ def build_corpus() -> tuple[bytes, dict[int, str]]:
     add(json.dumps({"session": new_sid(), "t": 0}), 'header: missing field "started_at"')
     add(json.dumps({"session": new_sid(), "started_at": "yesterday", "t": 0}), 'header: "started_at" is not')
     add(json.dumps({"session": new_sid(), "started_at": "294247-01-09T00:00:00Z", "t": 0}), 'header: "started_at" is not')
+    # DuckDB reads these as timestamps, which every command reading the session then failed on
+    add(json.dumps({"session": new_sid(), "started_at": "infinity", "t": 0}), 'header: "started_at" is not')
+    add(json.dumps({"session": new_sid(), "started_at": "-infinity", "t": 0}), 'header: "started_at" is not')
+    add(json.dumps({"session": new_sid(), "started_at": "9999-12-31T23:59:00Z", "t": 0}), 'header: "started_at" is after year 9967')
     add(event(1e6, "token", {"text": "lost"}), "event: follows an invalid session header")
     add(header(b))
     add(event(0.1, "token", {"text": "v1"}, sid=b, seq=1))

@@ -19,6 +19,8 @@ inserted into `events`. Attribution, duplicate detection and rejects work on key
 
 from __future__ import annotations
 
+import math
+
 from .stats import metric_rows, summarise
 
 REJECT_PREVIEW = 200  # characters of a rejected line kept in rejects.raw
@@ -26,6 +28,10 @@ REJECT_PREVIEW = 200  # characters of a rejected line kept in rejects.raw
 # stream lasts 31 years, and a larger one overflowed the session's end timestamp (a run that
 # failed, and every run after it).
 MAX_T = 1e9
+# The latest year a session may start in: its end (up to MAX_T later) must stay within year
+# 9999, the last that ISO-8601 writes in four digits and Python's datetime holds (a later end
+# made every command that read the session fail).
+MAX_START_YEAR = 9999 - math.ceil(MAX_T / (365.25 * 86400))
 
 WS = "' ' || chr(9) || chr(13)"
 
@@ -173,7 +179,7 @@ WHERE p.file_id = f.file_id AND p.line_no = f.unterminated_line AND p.reason = '
 # Every header line of the batch, valid or not, with its fields and the reason it is rejected
 # (NULL: a valid header): an invalid header ends the previous positional session too, so the
 # events under it are rejected instead of misattributed.
-MARKS = """
+MARKS = f"""
 CREATE OR REPLACE TEMP TABLE _marks AS
 WITH fields AS (
     SELECT file_id, line_no, raw, f[1] AS j_session, f[2] AS j_started, f[3] AS j_v, f[4] AS j_side, f[5] AS j_attrs
@@ -190,8 +196,11 @@ WITH fields AS (
     SELECT *, CASE
         WHEN session_s IS NULL THEN 'header: "session" is not a UUID string'
         WHEN j_started IS NULL THEN 'header: missing field "started_at"'
-        -- ISO-8601 years have four digits; a later one overflowed the session's end timestamp
-        WHEN started_at IS NULL OR NOT year(started_at) BETWEEN 1 AND 9999 THEN 'header: "started_at" is not an ISO-8601 timestamp'
+        -- ISO-8601 years have four digits; 'infinity' casts, but has no year (NULL)
+        WHEN started_at IS NULL OR NOT isfinite(started_at) OR year(started_at) < 1 OR year(started_at) > 9999
+            THEN 'header: "started_at" is not an ISO-8601 timestamp'
+        WHEN year(started_at) > {MAX_START_YEAR}
+            THEN 'header: "started_at" is after year {MAX_START_YEAR} (its session could end after year 9999)'
         WHEN j_v IS NOT NULL AND v IS NULL THEN 'header: "v" is not an integer'
         WHEN j_side IS NOT NULL AND json_type(j_side) <> 'VARCHAR' THEN 'header: "side" is not a string'
         WHEN j_attrs IS NOT NULL AND json_type(j_attrs) NOT IN ('OBJECT', 'NULL') THEN 'header: "attrs" is not an object'
@@ -202,7 +211,7 @@ SELECT file_id, line_no, reason,
     CASE WHEN reason IS NULL THEN session_s END AS session_id,
     coalesce(CASE WHEN reason IS NULL THEN j_side ->> '$' END, 'server') AS side,
     coalesce(v, 0) AS v, started_at,
-    CASE WHEN json_type(j_attrs) = 'OBJECT' THEN j_attrs ELSE '{}'::JSON END AS attrs,
+    CASE WHEN json_type(j_attrs) = 'OBJECT' THEN j_attrs ELSE '{{}}'::JSON END AS attrs,
     CASE WHEN reason IS NOT NULL THEN raw END AS raw
 FROM checked
 """
