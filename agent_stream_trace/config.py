@@ -31,10 +31,11 @@ def resolve_db_path(arg: str | os.PathLike[str] | None = None) -> Path:
     return Path(DEFAULT_DB)
 
 
-def _resolve_seconds(arg: float | None, env_name: str, default: float) -> float:
+def _resolve_seconds(arg: float | None, env_name: str, default: float, option: str) -> float:
     if arg is not None:
-        value = float(arg)
+        value, named = float(arg), option
     else:
+        named = f"${env_name}"
         raw = os.environ.get(env_name)
         if raw is None or raw.strip() == "":
             return default
@@ -43,15 +44,15 @@ def _resolve_seconds(arg: float | None, env_name: str, default: float) -> float:
         except ValueError:
             raise UsageError(f"${env_name} must be a number of seconds, got {raw!r}") from None
     if not value >= 0:  # NaN too: it compares false with everything, so nothing would ever be idle or final
-        raise UsageError(f"a number of seconds must be 0 or more, got {value}")
+        raise UsageError(f"{named} must be a number of seconds, 0 or more, got {value}")
     return value
 
 
 def resolve_open_window(arg: float | None = None) -> float:
     """Seconds a file may stay quiet before its unfinished sessions count as synthetic done."""
-    return _resolve_seconds(arg, ENV_OPEN_WINDOW, DEFAULT_OPEN_WINDOW_S)
+    return _resolve_seconds(arg, ENV_OPEN_WINDOW, DEFAULT_OPEN_WINDOW_S, "--open-window")
 
 
 def resolve_stall_threshold(arg: float | None = None) -> float:
     """Seconds of silence that make a stall."""
-    return _resolve_seconds(arg, ENV_STALL_THRESHOLD, DEFAULT_STALL_THRESHOLD_S)
+    return _resolve_seconds(arg, ENV_STALL_THRESHOLD, DEFAULT_STALL_THRESHOLD_S, "--stall-threshold")

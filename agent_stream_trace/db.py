@@ -43,6 +43,9 @@ def connect(
             )
         if str(path) != ":memory:" and path.parent and not path.parent.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
+        if str(path) != ":memory:" and path.is_file() and not _is_duckdb_file(path):
+            raise DatabaseError(f"cannot open {path}: it is not a DuckDB database file "
+                                "(--db names the database; name the recordings to read without --db)")
     except OSError as exc:  # a directory on the way cannot be entered or made
         raise DatabaseError(f"cannot open {path}: {exc.strerror or exc}") from None
     try:
@@ -54,12 +57,22 @@ def connect(
         # DuckDB lets one process write a database file, and none other open it meanwhile.
         locked = "lock" in str(exc).lower()
         raise DatabaseError(f"cannot open {path}: {exc}",
-                            hint="another process (an ingest?) has it open for writing: try again when it ends" if locked else None) from None
+                            hint="another process has it open (an ingest, or a query while it runs): try again when it ends" if locked else None) from None
     if not read_only:
         from .migrations import migrate
 
         migrate(con)
     return con
+
+
+def _is_duckdb_file(path: os.PathLike[str]) -> bool:
+    """Whether the file is empty (DuckDB makes a database of it) or starts as a DuckDB
+    database does. Why check: DuckDB 2 opens an existing .jsonl or .csv given as the database
+    as an in-memory database with a view of that file, so an ingest into it reported success
+    and kept nothing."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+    return not head or head[8:12] == b"DUCK"
 
 
 @contextmanager

@@ -31,8 +31,11 @@ def test_ingest_exit_codes_missing_path_rejects_and_strict(tmp_path, db_path):
     assert "1 rejects" in ok.stdout and "invalid JSON" in ok.stdout
 
     for window in ("nan", "-1"):  # NaN would make no file ever final: bad usage, like a negative one
-        usage = run("ingest", str(good), "--db", str(db_path), "--open-window", window)
-        assert (usage.returncode, usage.stderr.count("\n")) == (2, 1) and "0 or more" in usage.stderr, usage.stderr
+        fresh = tmp_path / f"window{window}.duckdb"
+        usage = run("ingest", str(good), "--db", str(fresh), "--open-window", window)
+        assert (usage.returncode, usage.stderr.count("\n")) == (2, 1), usage.stderr
+        assert "--open-window must be a number of seconds, 0 or more" in usage.stderr
+        assert not fresh.exists()  # said before any database is made
 
     bad2 = write(tmp_path / "bad2.jsonl", ["[1]"])
     strict = run("ingest", str(bad2), "--db", str(db_path), "--strict")
@@ -43,12 +46,18 @@ def test_paths_that_cannot_be_read_or_written_are_one_line_and_exit_2(tmp_path, 
     afile = write(tmp_path / "afile", ["x"])
     cases = [
         ("ingest", str(afile), "--db", str(afile / "x.duckdb")),  # the database's directory cannot be made
+        # a recording given as the database: DuckDB would open it as an in-memory database
+        # with a view of the file, and the ingest would keep nothing
+        ("ingest", str(afile), "--db", str(write(tmp_path / "given-as-db.jsonl", ['{"t": 1}']))),
+        ("query", "--db", str(tmp_path / "given-as-db.jsonl"), "SELECT 1"),
         ("simulate", "--sessions", "3", "--out", str(afile / "out")),  # --out below a file
         ("simulate", "--sessions", "3", "--days", "inf", "--out", str(tmp_path / "out")),
     ]
     for args in cases:
         out = run(*args)
         assert (out.returncode, out.stderr.count("\n")) == (2, 1) and out.stderr.startswith("error:"), (args, out.stderr)
+    assert "not a DuckDB database file" in run(*cases[1]).stderr
+    assert (tmp_path / "given-as-db.jsonl").read_text() == '{"t": 1}\n'
     # a directory below a named one that cannot be read (tests may run as root, who reads
     # anything: the walk is told so): an error, not a run that leaves its recordings out
     import os

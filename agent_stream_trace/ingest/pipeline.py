@@ -87,6 +87,7 @@ class IngestReport(BatchCounts):
 def ingest(paths: Iterable[str | os.PathLike[str]], options: IngestOptions = IngestOptions()) -> IngestReport:
     """Load recordings into the database named by options.db (see config.resolve_db_path)."""
     sources = resolve_sources(list(paths))
+    resolve_open_window(options.open_window)  # a bad window is bad usage: said before a database is made
     con = connect(options.db)
     storage.prepare(con)
     try:
