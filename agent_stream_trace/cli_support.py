@@ -24,6 +24,13 @@ def run_guarded(fn: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except RuntimeError as exc:
+        # Ctrl-C while DuckDB runs a statement (most of an ingest's time) reaches us as this,
+        # not as KeyboardInterrupt; the transaction around it has rolled back.
+        if str(exc) != "Query interrupted":
+            raise
+        print("interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:
         # `... | head` closed the pipe: not an error worth a traceback.
         return 0

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 from agent_stream_trace.cli import COMMANDS
 from ingest_support import event, header, new_sid, write
@@ -150,6 +155,52 @@ def test_query_reads_its_database_and_nothing_else(tmp_path, db_path, upstream_s
     assert run("query", "--db", str(other), "--format", "csv", "SELECT count(*) AS n FROM sessions").stdout.split() == ["n", "25"]
     utc = run("query", "--db", str(db_path), "--format", "csv", "SELECT current_setting('TimeZone') AS tz")
     assert utc.stdout.split() == ["tz", "UTC"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="watches the process through /proc")
+def test_ctrl_c_while_duckdb_runs_is_one_line_not_a_traceback(db_path, upstream_sequential):
+    """Ctrl-C while DuckDB executes reaches Python as RuntimeError('Query interrupted'), not as
+    KeyboardInterrupt: it printed a traceback during most of an ingest's time, or a query's."""
+    assert run("ingest", str(upstream_sequential), "--db", str(db_path), "--open-window", "0").returncode == 0
+    proc = subprocess.Popen([sys.executable, "-m", "agent_stream_trace.cli", "query", "--db", str(db_path),
+                             "SELECT sum(hash(i)) FROM range(1_000_000_000_000) t(i)"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # Wait (on conditions, with a deadline) until the command has the database open, and
+        # has then spent a third of a second of CPU: it is in the endless query, inside DuckDB.
+        fds, deadline = Path(f"/proc/{proc.pid}/fd"), time.monotonic() + 60
+        while not any(_points_to(fd, db_path) for fd in _entries(fds)):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.005)
+        opened = _cpu_ticks(proc.pid)
+        while _cpu_ticks(proc.pid) < opened + os.sysconf("SC_CLK_TCK") // 3:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert (proc.returncode, err, out) == (130, "interrupted\n", "")
+
+
+def _cpu_ticks(pid: int) -> int:
+    """The process's CPU time so far (user + system), in clock ticks."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def _entries(directory: Path) -> list[Path]:
+    try:
+        return list(directory.iterdir())
+    except OSError:
+        return []
+
+
+def _points_to(link: Path, target: Path) -> bool:
+    try:
+        return Path(os.readlink(link)) == target.resolve()
+    except OSError:
+        return False
 
 
 def test_query_without_a_database_says_how_to_make_one(tmp_path):
