@@ -177,7 +177,7 @@ def test_ctrl_c_while_duckdb_runs_is_one_line_not_a_traceback(db_path, upstream_
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.01)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        out, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
     assert (proc.returncode, err, out) == (130, "interrupted\n", "")

@@ -9,7 +9,7 @@ import sys
 import duckdb
 
 from ..cli_support import add_db_argument, add_format_argument, print_frame
-from ..db import connect
+from ..db import connect, interruptible
 from ..errors import UsageError
 
 DESCRIPTION = """\
@@ -39,18 +39,23 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("empty query")
     con = connect(args.db, read_only=True, sandboxed=True)
     try:
-        try:
-            rel = con.sql(sql)
-        except duckdb.Error as exc:
-            raise UsageError(_first_line(exc)) from None
-        if rel is None:
-            return 0
-        try:
-            rel = _displayable(rel)
-            json_columns = [name for name, t in zip(rel.columns, rel.types) if str(t) == "JSON"]
-            df = rel.pl()
-        except duckdb.Error as exc:
-            raise UsageError(_first_line(exc)) from None
+        with interruptible(con):  # a person's query may run long: Ctrl-C must stop it
+            try:
+                rel = con.sql(sql)
+            except duckdb.InterruptException:
+                raise
+            except duckdb.Error as exc:
+                raise UsageError(_first_line(exc)) from None
+            if rel is None:
+                return 0
+            try:
+                rel = _displayable(rel)
+                json_columns = [name for name, t in zip(rel.columns, rel.types) if str(t) == "JSON"]
+                df = rel.pl()
+            except duckdb.InterruptException:
+                raise
+            except duckdb.Error as exc:
+                raise UsageError(_first_line(exc)) from None
     finally:
         con.close()
     print_frame(df, args.format, json_columns=json_columns)
