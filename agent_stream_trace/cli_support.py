@@ -90,11 +90,12 @@ def frame_to_text(df: Any, fmt: str, *, json_columns: Sequence[str] = ()) -> str
         return json.dumps(rows, default=_json_default, indent=2, allow_nan=False)
     if fmt == "csv":
         buf = io.StringIO()
-        # CSV cannot hold nested values: serialise them as JSON text (map_elements hands a list
-        # value over as a polars Series).
+        # CSV cannot hold nested values: serialise them as JSON text. From Python values
+        # (to_list), not map_elements, which handed a fixed-size ARRAY over as an object whose
+        # repr was written instead.
         flat = df.with_columns(
-            [pl.col(c).map_elements(lambda v: json.dumps(_json_value(v.to_list() if isinstance(v, pl.Series) else v),
-                                                         default=_json_default), return_dtype=pl.String)
+            [pl.Series(c, [None if v is None else json.dumps(_json_value(v), default=_json_default)
+                           for v in df[c].to_list()], dtype=pl.String)
              for c, t in df.schema.items() if t.is_nested()]
         )
         flat.write_csv(buf)

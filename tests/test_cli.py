@@ -106,7 +106,8 @@ def test_query_shows_every_column_type_in_every_format(db_path, upstream_sequent
 
     assert run("ingest", str(upstream_sequential), "--db", str(db_path), "--open-window", "0").returncode == 0
     sql = ("SELECT max(ended_at - started_at) AS span, 'a,b'::BLOB AS blob, sum(event_count) AS total, 1.5 AS half, "
-           "'{\"k\": [1]}'::JSON AS doc, [1, 2] AS pair, 'nan'::DOUBLE AS nan, list(source_file)[1:1] AS files FROM sessions")
+           "'{\"k\": [1]}'::JSON AS doc, [1, 2] AS pair, 'nan'::DOUBLE AS nan, list(source_file)[1:1] AS files, "
+           "array_value(3, 4) AS fixed, NULL::INTEGER[] AS none FROM sessions")
     out = {fmt: run("query", "--db", str(db_path), "--format", fmt, sql) for fmt in ("table", "csv", "json")}
     assert all(o.returncode == 0 and "Traceback" not in o.stderr for o in out.values()), {f: o.stderr for f, o in out.items()}
     (row,) = json.loads(out["json"].stdout)  # valid JSON: no NaN
@@ -115,6 +116,7 @@ def test_query_shows_every_column_type_in_every_format(db_path, upstream_sequent
     assert row["nan"] is None and row["blob"] == "a,b" and row["span"].count(":") == 2
     (csv_row,) = list(csv.DictReader(io.StringIO(out["csv"].stdout)))
     assert json.loads(csv_row["pair"]) == [1, 2] and json.loads(csv_row["files"]) == [str(upstream_sequential.resolve())]
+    assert json.loads(csv_row["fixed"]) == [3, 4] and csv_row["none"] == "" and row["fixed"] == [3, 4]
     assert csv_row["blob"] == "a,b" and csv_row["total"] == str(total)
     # an interval inside a list or struct, two columns of one name, NaN inside JSON text
     for sql in ("SELECT [INTERVAL 1 DAY] AS l, {'i': INTERVAL 1 DAY} AS s", "SELECT INTERVAL 1 DAY AS a, 1 AS a",
