@@ -316,3 +316,6 @@ def test_relative_since(db_path: Path) -> None:
     assert store.summary(since="2d")["sessions"] == 2
     assert store.summary(since="2w")["sessions"] == 3
     assert store.summary(until="24h")["sessions"] == 2
+    # longer ago than year 1 (Python's dates end there): every session, not an OverflowError
+    assert store.summary(since="3000000d")["sessions"] == store.summary(since="10000000000h")["sessions"] == 3
+    assert store.summary(until="3000000d")["sessions"] == 0

@@ -39,7 +39,10 @@ def parse_time(value: TimeArg, *, now: datetime | None = None) -> datetime | Non
     match = _RELATIVE.match(text)
     if match:
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-        return (now or datetime.now(timezone.utc)) - timedelta(seconds=seconds)
+        try:
+            return (now or datetime.now(timezone.utc)) - timedelta(seconds=seconds)
+        except OverflowError:  # before year 1: every session
+            return datetime.min.replace(tzinfo=timezone.utc)
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
