@@ -361,6 +361,11 @@ def test_cli_help_has_examples_and_bad_input_is_one_line(capsys: pytest.CaptureF
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0].startswith("error: ") and err[1].startswith("hint: ")
     assert not Path("unused").exists()
+    # a typo of a size: said, instead of running out of memory drawing the start times
+    for n in ("-1", "99999999999999999999999"):
+        assert main(["simulate", "--sessions", n, "--out", "unused"]) == 2
+        assert capsys.readouterr().err.startswith("error: --sessions must be between 0 and 10,000,000")
+    assert not Path("unused").exists()
 
 
 def test_default_period_ends_an_hour_before_now_on_the_hour(tmp_path: Path) -> None:

@@ -108,9 +108,14 @@ def resolve_period(options: SimulationOptions, now: datetime | None = None) -> t
     return start, start + span
 
 
+# The start times are drawn up front (8 bytes a session); more sessions than this (~1G lines,
+# ~150 GB of recordings) are a typo, which ran out of memory instead of saying so.
+MAX_SESSIONS = 10_000_000
+
+
 def validate(options: SimulationOptions) -> None:
-    if options.sessions < 0:
-        raise UsageError(f"--sessions must be >= 0, not {options.sessions}")
+    if not 0 <= options.sessions <= MAX_SESSIONS:
+        raise UsageError(f"--sessions must be between 0 and {MAX_SESSIONS:,}, not {options.sessions:,}")
     if options.files < 1:
         raise UsageError(f"--files must be >= 1, not {options.files}")
     if not 0.0 <= options.synthetic_done_rate <= 1.0:
