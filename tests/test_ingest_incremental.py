@@ -341,6 +341,27 @@ def test_stdin_is_read_whole(upstream_sequential, db_path):
     assert rows(db_path, "SELECT count(*), min(source_file) FROM sessions") == [(25, "<stdin>")]
 
 
+def test_a_gzip_stream_on_stdin_is_decompressed(upstream_sequential, tmp_path):
+    """`agent-stream-ingest - < old.jsonl.gz` gives what `zcat old.jsonl.gz | ...` gives (read
+    as text, its bytes were all rejects); a cut one keeps what came before the cut."""
+    import gzip
+
+    packed = gzip.compress(upstream_sequential.read_bytes())
+    results = []
+    for name, data in (("plain", upstream_sequential.read_bytes()), ("gz", packed), ("cut", packed[: len(packed) // 2])):
+        db = tmp_path / f"{name}.duckdb"
+        proc = subprocess.run(
+            [sys.executable, "-m", "agent_stream_trace.ingest.cli", "-", "--db", str(db), "--open-window", "0"],
+            input=data, capture_output=True,
+        )
+        assert proc.returncode == 0, proc.stderr
+        results.append((rows(db, "SELECT session_id, outcome, event_count FROM sessions ORDER BY ALL"),
+                        rows(db, "SELECT reason FROM rejects")))
+    (plain, plain_rejects), (gz, gz_rejects), (cut, cut_rejects) = results
+    assert gz == plain and gz_rejects == plain_rejects == []
+    assert 0 < len(cut) < len(plain) and cut_rejects == [("corrupt gzip: compressed stream ends early (truncated file)",)]
+
+
 def test_the_same_recording_piped_in_twice_adds_nothing(tmp_path, db_path):
     sid = new_sid()
     recording = "\n".join([header(sid), "{oops", event(0.1, "done", {}, sid=sid, seq=1), "[1]"]) + "\n"

@@ -125,9 +125,17 @@ def sanitize(data: bytes | bytearray, first_line: int) -> tuple[bytes | bytearra
     return b"\n".join(lines), rejects
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
 def _open(source: Source) -> BinaryIO:
     if source.path is None:
-        return sys.stdin.buffer
+        # A .gz piped in as it is (`agent-stream-ingest - < old.jsonl.gz`) is decompressed: no
+        # recording line starts with these bytes, and read as text it was all rejects.
+        stdin = sys.stdin.buffer
+        if hasattr(stdin, "peek") and stdin.peek(2)[:2] == GZIP_MAGIC:
+            return _GzipStream(stdin)  # type: ignore[return-value]
+        return stdin
     if source.gzipped:
         return _GzipStream(open(source.path, "rb"))  # type: ignore[return-value]
     return open(source.path, "rb")
@@ -227,7 +235,7 @@ def read_blocks(
         carry = bytearray()
         corrupt: str | None = None
         while corrupt is None:
-            data, got, problem = _read(f, carry, block_bytes, step=GZIP_STEP if source.gzipped else block_bytes)
+            data, got, problem = _read(f, carry, block_bytes, step=GZIP_STEP if isinstance(f, _GzipStream) else block_bytes)
             if problem is not None:
                 if isinstance(problem, EOFError) and not final:
                     if got:  # keep what decompressed; the rest is still being written
