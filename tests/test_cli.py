@@ -42,6 +42,10 @@ def test_ingest_exit_codes_missing_path_rejects_and_strict(tmp_path, db_path):
         assert "--open-window must be a number of seconds, 0 or more" in usage.stderr
         assert not fresh.exists()  # said before any database is made
 
+    (tmp_path / "empty").mkdir()  # read, so exit 0, but a person should hear that it held nothing
+    nothing = run("ingest", str(tmp_path / "empty"), "--db", str(db_path))
+    assert nothing.returncode == 0 and "no recordings (*.jsonl, *.jsonl.gz) in the named paths" in nothing.stdout
+
     bad2 = write(tmp_path / "bad2.jsonl", ["[1]"])
     strict = run("ingest", str(bad2), "--db", str(db_path), "--strict")
     assert strict.returncode == 1

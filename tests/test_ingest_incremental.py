@@ -430,6 +430,17 @@ def corpus(tmp_path_factory) -> Path:
     return out
 
 
+def test_progress_counts_stored_bytes_from_0_to_the_total(corpus, tmp_path):
+    calls = []
+    plain = [p for p in corpus.glob("*.jsonl")]  # plain files: their total is exact
+    ingest(plain, IngestOptions(db=tmp_path / "p.duckdb", open_window=0, batch_bytes=256 << 10,
+                                progress=lambda done, total: calls.append((done, total))))
+    total = sum(p.stat().st_size for p in plain)
+    dones = [done for done, _ in calls]
+    assert {t for _, t in calls} == {total} and dones[0] == 0 and dones[-1] == total
+    assert dones == sorted(dones) and len(set(dones)) > 5  # step by step, one a batch
+
+
 @pytest.mark.parametrize("kill_after_reports", [1, 3, 6])
 def test_kill_9_at_any_moment_then_rerun_gives_the_clean_database(corpus, tmp_path, kill_after_reports):
     clean = tmp_path / "clean.duckdb"

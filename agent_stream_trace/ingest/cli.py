@@ -73,6 +73,7 @@ class _progress_bar:
 
             self._bar = tqdm(total=total, unit="B", unit_scale=True, desc="ingest", file=sys.stderr, leave=False)
         self._bar.update(done - self._done)
+        self._bar.refresh()  # updates come once a batch (seconds apart): show each one
         self._done = done
 
     def close(self) -> None:
@@ -90,6 +91,8 @@ def format_report(r: IngestReport, db: str) -> str:
         f"  sessions  {r.sessions_new:,} new, {r.sessions_updated:,} updated",
         f"  time      {r.seconds:.2f} s ({r.lines_per_s:,.0f} lines/s, {r.bytes_read / 1e6:,.1f} MB)",
     ]
+    if r.files == 0:
+        lines.append("  note      no recordings (*.jsonl, *.jsonl.gz) in the named paths")
     if r.unread:
         lines.append(f"  unread    {len(r.unread)} file(s) vanished or unreadable while reading (the next run tries again):")
         lines.extend(f"    {entry}" for entry in r.unread[:10])

@@ -61,7 +61,7 @@ class IngestOptions:
     open_window: float | None = None  # seconds; None: $AGENT_STREAM_OPEN_WINDOW, else 300
     now: float | None = None  # epoch seconds; tests pin the clock with it
     batch_bytes: int = BATCH_BYTES
-    # Called as progress(bytes_done, bytes_total) while reading, for progress bars.
+    # Called as progress(bytes_stored, bytes_total) as batches are stored, for progress bars.
     progress: Callable[[int, int], None] | None = None
 
 
@@ -177,6 +177,15 @@ class Ingester:
             self._read(plans), depth=1024, max_bytes=self.options.batch_bytes,
             size=lambda pair: 0 if isinstance(pair[1], ReadOutcome) else len(pair[1].data),
         )
+        # Progress counts the bytes stored, not those read: reading runs a batch ahead, and a
+        # bar at 100% while the last batch is still being stored (most of a small run) misleads.
+        stored = 0
+
+        def progress(done: int) -> None:
+            if self.options.progress:
+                self.options.progress(done, total)
+
+        progress(0)
         for state, item in ahead:
             if isinstance(item, ReadOutcome):  # the file's last block was handed over
                 state.complete = item.reached_end
@@ -188,11 +197,11 @@ class Ingester:
             batch.append(item)
             batch_bytes += len(item.data)
             report.bytes_read += len(item.data)
-            if self.options.progress:
-                self.options.progress(report.bytes_read, total)
             if batch_bytes >= self.options.batch_bytes:
                 with staged_batch(self.con, batch, states) as staged, transaction(self.con):
                     self._store(staged, states, report)
+                stored += sum(b.end_offset - b.start_offset for b in batch)  # as in the files (the total)
+                progress(stored)
                 batch, batch_bytes = [], 0
         with ExitStack() as stack:
             last = stack.enter_context(staged_batch(self.con, batch, states)) if batch else None
@@ -206,6 +215,7 @@ class Ingester:
                 with transaction(self.con):
                     self._store_last(last, settled, states, report)
                     self.finish(report)
+        progress(total)
         report.seconds = time.perf_counter() - started
         return report
 
