@@ -66,6 +66,8 @@ def build_corpus() -> tuple[bytes, dict[int, str]]:
     # DuckDB reads these as timestamps, which every command reading the session then failed on
     add(json.dumps({"session": new_sid(), "started_at": "infinity", "t": 0}), 'header: "started_at" is not')
     add(json.dumps({"session": new_sid(), "started_at": "-infinity", "t": 0}), 'header: "started_at" is not')
+    for bc in ("0001-01-01T00:00:00+01:00", "0000-01-01", "0001-01-01 (BC)", "-0001-01-01"):  # years before 1 (UTC)
+        add(json.dumps({"session": new_sid(), "started_at": bc, "t": 0}), 'header: "started_at" is not')
     add(json.dumps({"session": new_sid(), "started_at": "9999-12-31T23:59:00Z", "t": 0}), 'header: "started_at" is after year 9967')
     add(event(1e6, "token", {"text": "lost"}), "event: follows an invalid session header")
     add(header(b))

@@ -196,10 +196,12 @@ WITH fields AS (
     SELECT *, CASE
         WHEN session_s IS NULL THEN 'header: "session" is not a UUID string'
         WHEN j_started IS NULL THEN 'header: missing field "started_at"'
-        -- ISO-8601 years have four digits; 'infinity' casts, but has no year (NULL)
-        WHEN started_at IS NULL OR NOT isfinite(started_at) OR year(started_at) < 1 OR year(started_at) > 9999
+        -- ISO-8601 years have four digits, from 0001 (UTC); 'infinity' casts too, and year()
+        -- reads a year BC as a positive one: compared as timestamps
+        WHEN started_at IS NULL OR NOT isfinite(started_at) OR started_at < TIMESTAMPTZ '0001-01-01 00:00:00+00'
+                OR started_at >= TIMESTAMPTZ '10000-01-01 00:00:00+00'
             THEN 'header: "started_at" is not an ISO-8601 timestamp'
-        WHEN year(started_at) > {MAX_START_YEAR}
+        WHEN started_at >= TIMESTAMPTZ '{MAX_START_YEAR + 1}-01-01 00:00:00+00'
             THEN 'header: "started_at" is after year {MAX_START_YEAR} (its session could end after year 9999)'
         WHEN j_v IS NOT NULL AND v IS NULL THEN 'header: "v" is not an integer'
         WHEN j_side IS NOT NULL AND json_type(j_side) <> 'VARCHAR' THEN 'header: "side" is not a string'
