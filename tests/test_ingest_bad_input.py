@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 
 from agent_stream_trace.ingest.pipeline import IngestOptions, ingest
 from ingest_support import event, header, new_sid, rows, v1_session, write
@@ -137,6 +138,13 @@ def test_corrupt_gzip_is_a_reject_and_the_lines_before_it_are_kept(tmp_path, db_
     reasons = [r for (r,) in rows(db_path, "SELECT reason FROM rejects ORDER BY line_no")]
     # the damage is the last thing read: whatever garbage decompressed before it is rejected too
     assert reasons[-1].startswith("corrupt gzip"), reasons
+    # the lines decompressed before the damage are kept, all but those of its last few hundred
+    # bytes (one failed read of 64 KB lost all it had decompressed), and the reject's raw is
+    # the start of the line it cut, not the end
+    before_damage = zlib.decompressobj(wbits=31).decompress(blob[: len(blob) // 2]).count(b"\n")
+    assert report.headers + report.events >= before_damage - 10, (report.headers + report.events, before_damage)
+    raw = rows(db_path, "SELECT raw FROM rejects WHERE reason LIKE 'corrupt gzip%'")[0][0]
+    assert raw.startswith("{"), raw
     assert all(not r.startswith("corrupt gzip") for r in reasons[:-1])
     assert report.headers > 500 and report.events > 1000 and report.lines == report.headers + report.events + report.duplicates + report.rejected
 
@@ -144,13 +152,16 @@ def test_corrupt_gzip_is_a_reject_and_the_lines_before_it_are_kept(tmp_path, db_
 def test_any_gzip_damage_is_a_reject_and_the_other_files_load(tmp_path, db_path):
     # Not gzip at all, a damaged checksum, junk after the last member: each a zlib error, not the
     # stream simply ending (the test above). Once, each crashed the whole run, every run after.
-    sid, gz_sid = new_sid(), new_sid()
+    sid, crc_sid, gz_sid = new_sid(), new_sid(), new_sid()
     good = write(tmp_path / "good.jsonl", v1_session(sid, [(0.1, "token", {"text": "x"})]))
-    body = (header(gz_sid, v1=False) + "\n" + event(0.1, "done", {}) + "\n").encode()
-    blob = gzip.compress(body)
+
+    def packed(session: str) -> bytes:
+        return gzip.compress((header(session, v1=False) + "\n" + event(0.1, "done", {}) + "\n").encode())
+
+    blob, crc_blob = packed(gz_sid), packed(crc_sid)
     damaged = {
         "not-gzip.jsonl.gz": b"x\n",
-        "bad-crc.jsonl.gz": blob[:-8] + bytes([blob[-8] ^ 0xFF]) + blob[-7:],
+        "bad-crc.jsonl.gz": crc_blob[:-8] + bytes([crc_blob[-8] ^ 0xFF]) + crc_blob[-7:],
         "junk-after.jsonl.gz": blob + b"junk after the last member",
     }
     for name, data in damaged.items():
@@ -162,9 +173,11 @@ def test_any_gzip_damage_is_a_reject_and_the_other_files_load(tmp_path, db_path)
     assert sorted(rejects) == sorted(damaged)
     assert all(reason.startswith("corrupt gzip") for reason in rejects.values()), rejects
     assert rows(db_path, "SELECT session_id FROM sessions WHERE source_file = ?", [str(good)]) == [(sid,)]
-    # what decompressed before the damage is kept: the whole member before the junk
-    assert rows(db_path, "SELECT regexp_extract(source_file, '[^/]+$'), outcome FROM sessions WHERE session_id = ?",
-                [gz_sid]) == [("junk-after.jsonl.gz", "done")]
+    # what decompressed before the damage is kept: the whole member before the junk, and the
+    # lines of a member whose checksum (at its end) is wrong (one failed read lost them all)
+    for session, name in ((gz_sid, "junk-after.jsonl.gz"), (crc_sid, "bad-crc.jsonl.gz")):
+        assert rows(db_path, "SELECT regexp_extract(source_file, '[^/]+$'), outcome FROM sessions WHERE session_id = ?",
+                    [session]) == [(name, "done")]
 
 
 def test_gzip_recordings_read_like_plain_ones(tmp_path, db_path, upstream_sequential):

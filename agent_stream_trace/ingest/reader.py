@@ -17,7 +17,7 @@ import zlib
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 
@@ -151,6 +151,7 @@ class _GzipStream:
     """
 
     STEP = 64 << 10
+    SALVAGE_STEP = 256
 
     def __init__(self, raw: BinaryIO) -> None:
         self._raw = raw
@@ -181,9 +182,11 @@ class _GzipStream:
     def _feed(self, data: bytes) -> None:
         while data:
             self._in_member = True
+            before = self._d.copy()  # a failed call keeps none of its output: see _salvage
             try:
                 self._out += self._d.decompress(data)
             except zlib.error as exc:
+                self._salvage(before, data)
                 self._fail(exc)
                 return
             if self._d.eof:
@@ -194,6 +197,23 @@ class _GzipStream:
                     data = b""  # zero padding after the last member
             else:
                 data = b""
+
+    def _salvage(self, d: Any, data: bytes) -> None:
+        """What `data` decompresses to before the damage: fed again in small steps from the
+        state before it (a whole step's output was lost with the error: a damaged .gz under
+        64 KB, or one whose checksum at its end was wrong, lost every line)."""
+        for step in (self.SALVAGE_STEP, 1):  # then byte by byte through the step that failed
+            for i in range(0, len(data), step):
+                before = d.copy()
+                try:
+                    self._out += d.decompress(data[i : i + step])
+                except zlib.error:
+                    d, data = before, data[i : i + step]
+                    break
+                if d.eof:
+                    return
+            else:
+                return
 
     def _fail(self, exc: BaseException) -> None:
         # Hand out what was decompressed before the damage first, then the error. Without its
@@ -263,7 +283,7 @@ def read_blocks(
             yield block
         if corrupt is not None:
             tail_line = line_no + (carry.count(b"\n") if carry else 0)
-            yield Block(source, line_no, b"", 0, offset, rejects=[Reject(tail_line, corrupt, preview(carry[-RAW_PREVIEW:]))])
+            yield Block(source, line_no, b"", 0, offset, rejects=[Reject(tail_line, corrupt, preview(carry[carry.rfind(b"\n") + 1 :]))])
             outcome.reached_end = True
             return
         if carry and not final:
