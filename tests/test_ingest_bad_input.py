@@ -331,3 +331,20 @@ def test_a_line_that_is_not_json_with_text_cut_inside_a_character_is_a_reject(tm
     assert (report.headers, report.events, report.rejected) == (1, 1, 1)
     assert rows(db_path, "SELECT line_no, reason FROM rejects") == [
         (3, "truncated: last line has no newline and is not complete JSON")]
+
+
+def test_lone_surrogate_escapes_are_data_not_rejects(tmp_path, db_path):
+    # Valid JSON that a JavaScript server writes when it cuts a string inside an emoji (json.dumps
+    # writes the same escapes): DuckDB refuses it, and such a done line made its session a
+    # synthetic done. Read with U+FFFD in place of each lone half; a pair stays its character.
+    sid = new_sid()
+    lines = v1_session(sid, [(0.1, "token", {"text": "cut \ud83d"}), (0.2, "token", {"text": "\U0001f600 and \udc00"}),
+                             (0.3, "done", {"summary": "ok \ud83d"})])
+    lines.append("{not json \\ud83d")  # still not JSON: a reject, shown as it was
+    path = write(tmp_path / "surrogates.jsonl", lines)
+    report = ingest([path], IngestOptions(db=db_path, open_window=0))
+    assert (report.headers, report.events, report.rejected) == (1, 4, 1)
+    assert rows(db_path, "SELECT data->>'text' FROM events WHERE event = 'token' ORDER BY seq") == [
+        ("cut \ufffd",), ("\U0001f600 and \ufffd",)]
+    assert rows(db_path, "SELECT outcome, end_reason, token_chars FROM sessions") == [("done", "done", 5 + 7)]
+    assert rows(db_path, "SELECT reason, raw FROM rejects") == [("invalid JSON", "{not json \\ud83d")]

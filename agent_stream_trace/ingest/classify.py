@@ -76,18 +76,39 @@ def _json_string(fragment: str) -> str:
 # Written for DuckDB's planner, as measured: strpos instead of IN lists (an IN list becomes a
 # join, repeated wherever its alias is used), and only the columns later steps read. The raw
 # line is kept only for header lines and as the preview of a rejected one.
-def _parse(extract: str) -> str:
-    """SQL: PARSED, with `extract` the expression of the six fields (a list) of `raw`."""
+# A line holding a lone UTF-16 surrogate escape ("\ud83d" without its pair) is valid JSON,
+# which a JavaScript server writes when it cuts a string inside an emoji, and Python reads;
+# DuckDB refuses it. A line that fails to parse is read again with such escapes made U+FFFD
+# (pairs kept: first marked with \x01, which no JSON text holds unescaped, then restored).
+# Without it, such a done line was a reject and its session a synthetic done. (A literal
+# backslash before "ud800" in a line that failed anyway is taken for an escape too.)
+_LONE_SURROGATES_REPLACED = (
+    r"regexp_replace(regexp_replace(regexp_replace(raw,"
+    r" '\\u([dD][89abAB][0-9a-fA-F]{2})\\u([dD][c-fC-F][0-9a-fA-F]{2})', chr(1) || '\1\2' || chr(1), 'g'),"
+    r" '\\u[dD][89a-fA-F][0-9a-fA-F]{2}', '\\ufffd', 'g'),"
+    r" chr(1) || '([0-9a-fA-F]{4})([0-9a-fA-F]{4})' || chr(1), '\\u\1\\u\2', 'g')"
+)
+
+
+def _parse(extract: str, *, repair: bool) -> str:
+    """SQL: PARSED, with `extract` the expression of the six fields (a list) of `raw`, and
+    (`repair`) lines that fail read again without lone surrogate escapes."""
+    repaired = f"""
+), f AS (
+    SELECT file_id, line_no, CASE WHEN f2 IS NOT NULL THEN fixed ELSE raw END AS raw, coalesce(f, f2) AS f
+    FROM (SELECT *, {extract.replace("raw", "fixed")} AS f2
+          FROM (SELECT *, CASE WHEN f IS NULL AND contains(raw, '\\u') THEN {_LONE_SURROGATES_REPLACED} END AS fixed
+                FROM f0))""" if repair else ""
     return f"""
 CREATE OR REPLACE TEMP TABLE _parsed AS
 WITH lines AS ({_lines("_pieces")}),
-f AS (
+{"f0" if repair else "f"} AS (
     -- A list of fragments, not json_transform's struct: that reads a field whose value is null
     -- as absent, so "t": null would be "missing" instead of "not a number" (and it was not
     -- measurably faster once lines with a null were sent the other way).
     SELECT file_id, line_no, raw,
         {extract} AS f
-    FROM lines
+    FROM lines{repaired}
 ), fields AS (
     -- Each value below is computed in a layer of its own and read by the next as a column: an
     -- alias used in the same SELECT is copied into every expression that names it, and the
@@ -161,10 +182,10 @@ FROM classified
 """
 _FIELDS = "json_extract(raw, ['$.t', '$.event', '$.data', '$.sid', '$.seq', '$.session'])"
 # Any lines: a line that is not JSON gets NULL fields (and its reject) instead of an error.
-PARSED = _parse(f"try({_FIELDS})")
+PARSED = _parse(f"try({_FIELDS})", repair=True)
 # Lines that are all JSON, else an error (load.staged_batch then uses PARSED): without try(),
 # which copied every line's fields (measured: 11% of extracting them).
-PARSED_JSON = _parse(_FIELDS)
+PARSED_JSON = _parse(_FIELDS, repair=False)
 
 # A file's last line without its newline, once the file is final (reader.py): if it is not
 # JSON, it was cut off. A statement of its own, run only for a batch that holds such a line
