@@ -348,3 +348,28 @@ def test_lone_surrogate_escapes_are_data_not_rejects(tmp_path, db_path):
         ("cut \ufffd",), ("\U0001f600 and \ufffd",)]
     assert rows(db_path, "SELECT outcome, end_reason, token_chars FROM sessions") == [("done", "done", 5 + 7)]
     assert rows(db_path, "SELECT reason, raw FROM rejects") == [("invalid JSON", "{not json \\ud83d")]
+
+
+def test_a_header_that_is_not_json_stops_lines_going_to_the_session_above(tmp_path, db_path):
+    # A v0 writer killed mid-line, restarted: its next header is glued to the cut line. The
+    # lines below it are B's, not A's: they are rejects, never A's events (B's done made A
+    # look done). A line that is not JSON and names no "session" is an event line gone bad.
+    a, b, c = new_sid(), new_sid(), new_sid()
+    lines = [header(a, v1=False), event(0.1, "token", {"text": "A"}),
+             '{"t": 0.2, "event": "token", "data": {"text": "cu' + header(b, v1=False),  # line 3
+             event(0.1, "token", {"text": "B"}), event(0.2, "done", {}),
+             '{"t": 0.3, "event": "tok',  # an event line cut off: the lines below stay A's... here C's header follows
+             header(c, v1=False), event(0.1, "done", {}),
+             header(new_sid(), v1=False)[:40]]  # the last line, cut and without newline: truncated
+    path = tmp_path / "glued.jsonl"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    report = ingest([path], IngestOptions(db=db_path, open_window=0))
+    assert report.lines == 9 and report.lines == report.headers + report.events + report.rejected
+    assert rows(db_path, "SELECT line_no, reason FROM rejects ORDER BY line_no") == [
+        (3, "invalid JSON"),
+        (4, "event: follows an invalid session header (line 3)"),
+        (5, "event: follows an invalid session header (line 3)"),
+        (6, "invalid JSON"),
+        (9, "truncated: last line has no newline and is not complete JSON")]
+    assert rows(db_path, "SELECT session_id, outcome, end_reason, event_count FROM sessions ORDER BY started_at, session_id") == sorted(
+        [(a, "synthetic_done", "no_end_record", 1), (c, "done", "done", 1)])

@@ -124,7 +124,10 @@ WITH lines AS ({_lines("_pieces")}),
                    ELSE ltrim(raw, {WS})[1] = '{{' END AS is_obj FROM fields
 ), values AS (
     SELECT *,
-        is_obj AND j_session IS NOT NULL AS is_header,
+        -- A line that is not JSON but names "session" is taken for a broken header (a header
+        -- glued to the cut line of a writer killed mid-write, say): MARKS rejects it, and it
+        -- stops the lines below it from going by position to the session above.
+        CASE WHEN valid THEN is_obj AND j_session IS NOT NULL ELSE contains(raw, '"session"') END AS is_header,
         -- Numbers as json_extract writes them cast from VARCHAR, which is cheaper than a JSON
         -- cast (another parse); no other JSON value casts (quotes, brackets, true/false/null
         -- fail), and the JSON cast is tried only for numbers the VARCHAR cast cannot read.
@@ -191,8 +194,9 @@ PARSED_JSON = _parse(_FIELDS, repair=False)
 # JSON, it was cut off. A statement of its own, run only for a batch that holds such a line
 # (rare): joining every line to `_files` for it in PARSED cost a hash join of the whole batch,
 # which a cron run's few lines built on the wrong side (the lines, ~10 ms for 23k of them).
-TRUNCATED = """
-UPDATE _parsed p SET reason = 'truncated: last line has no newline and is not complete JSON'
+_TRUNCATED_REASON = "truncated: last line has no newline and is not complete JSON"
+TRUNCATED = f"""
+UPDATE _parsed p SET reason = '{_TRUNCATED_REASON}'
 FROM _files f
 WHERE p.file_id = f.file_id AND p.line_no = f.unterminated_line AND p.reason = 'invalid JSON'
 """
@@ -203,8 +207,8 @@ WHERE p.file_id = f.file_id AND p.line_no = f.unterminated_line AND p.reason = '
 MARKS = f"""
 CREATE OR REPLACE TEMP TABLE _marks AS
 WITH fields AS (
-    SELECT file_id, line_no, raw, f[1] AS j_session, f[2] AS j_started, f[3] AS j_v, f[4] AS j_side, f[5] AS j_attrs
-    FROM (SELECT file_id, line_no, raw, json_extract(raw, ['$.session', '$.started_at', '$.v', '$.side', '$.attrs']) AS f
+    SELECT file_id, line_no, raw, f, f[1] AS j_session, f[2] AS j_started, f[3] AS j_v, f[4] AS j_side, f[5] AS j_attrs
+    FROM (SELECT file_id, line_no, raw, try(json_extract(raw, ['$.session', '$.started_at', '$.v', '$.side', '$.attrs'])) AS f
           FROM _parsed WHERE is_header)
 ), typed AS (
     SELECT *,
@@ -214,7 +218,9 @@ WITH fields AS (
         CASE WHEN json_type(j_v) IN ('BIGINT', 'UBIGINT') THEN try_cast(j_v AS BIGINT) END AS v
     FROM fields
 ), checked AS (
-    SELECT *, CASE
+    SELECT t.*, CASE
+        -- not JSON (see PARSED's is_header); the file's last line without newline: cut off
+        WHEN t.f IS NULL THEN CASE WHEN t.line_no = fs.unterminated_line THEN '{_TRUNCATED_REASON}' ELSE 'invalid JSON' END
         WHEN session_s IS NULL THEN 'header: "session" is not a UUID string'
         WHEN j_started IS NULL THEN 'header: missing field "started_at"'
         -- ISO-8601 years have four digits, from 0001 (UTC); 'infinity' casts too, and year()
@@ -228,7 +234,7 @@ WITH fields AS (
         WHEN j_side IS NOT NULL AND json_type(j_side) <> 'VARCHAR' THEN 'header: "side" is not a string'
         WHEN j_attrs IS NOT NULL AND json_type(j_attrs) NOT IN ('OBJECT', 'NULL') THEN 'header: "attrs" is not an object'
     END AS reason
-    FROM typed
+    FROM typed t JOIN _files fs USING (file_id)
 )
 SELECT file_id, line_no, reason,
     CASE WHEN reason IS NULL THEN session_s END AS session_id,
