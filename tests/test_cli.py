@@ -31,6 +31,11 @@ def test_ingest_exit_codes_missing_path_rejects_and_strict(tmp_path, db_path):
     assert missing.returncode == 2
     assert missing.stderr.startswith("error: no such file or directory") and "Traceback" not in missing.stderr
 
+    (tmp_path / "loop-a").symlink_to(tmp_path / "loop-b")
+    (tmp_path / "loop-b").symlink_to(tmp_path / "loop-a")
+    loop = run("ingest", str(tmp_path / "loop-a"), "--db", str(db_path))
+    assert (loop.returncode, loop.stderr.count("\n")) == (2, 1) and "a symbolic link that leads nowhere" in loop.stderr
+
     ok = run("ingest", str(good), str(bad), "--db", str(db_path), "--open-window", "0")
     assert ok.returncode == 0, ok.stderr
     assert "1 rejects" in ok.stdout and "invalid JSON" in ok.stdout

@@ -51,6 +51,8 @@ def resolve_sources(paths: list[str | os.PathLike[str]]) -> list[Source]:
             exists, is_dir = path.exists(), path.is_dir()
         except OSError as exc:  # a directory above it cannot be entered
             raise InputPathError(f"cannot read {raw}: {exc.strerror or exc}") from None
+        if not exists and path.is_symlink():
+            raise InputPathError(f"cannot read {raw}: a symbolic link that leads nowhere (to a missing file, or in a loop)")
         if not exists:
             raise InputPathError(f"no such file or directory: {raw}", hint="check the path, or pass - to read standard input")
         if is_dir:

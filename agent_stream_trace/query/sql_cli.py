@@ -15,7 +15,8 @@ from ..errors import UsageError
 DESCRIPTION = """\
 Run SQL over the database, read-only: nothing you type can change it, and it reads this
 database only (no files, no other databases, no extensions, no settings; times in UTC).
-Tables: sessions, events, tool_calls, rejects (columns in README.md, "Schema").
+Tables: sessions, events, tool_calls, rejects (columns in README.md, "Schema"). Several
+statements separated by ; run in order, and the last one's result is shown.
 """
 
 EPILOG = """\
