@@ -7,7 +7,7 @@ import json
 import zlib
 
 from agent_stream_trace.ingest.pipeline import IngestOptions, ingest
-from ingest_support import event, header, new_sid, rows, v1_session, write
+from ingest_support import event, header, ingest_in_runs, new_sid, rows, v1_session, write
 
 
 def build_corpus() -> tuple[bytes, dict[int, str]]:
@@ -373,3 +373,39 @@ def test_a_header_that_is_not_json_stops_lines_going_to_the_session_above(tmp_pa
         (9, "truncated: last line has no newline and is not complete JSON")]
     assert rows(db_path, "SELECT session_id, outcome, end_reason, event_count FROM sessions ORDER BY started_at, session_id") == sorted(
         [(a, "synthetic_done", "no_end_record", 1), (c, "done", "done", 1)])
+
+
+def test_a_broken_event_line_naming_session_is_not_a_header(tmp_path, db_path):
+    # Only a line naming both "session" and "started_at" is taken for a broken header: an event
+    # whose data holds a "session" key, cut, is one reject, and the lines below stay its session's.
+    a = new_sid()
+    lines = [header(a, v1=False), event(0.1, "token", {"text": "A"}),
+             event(0.2, "tool_use", {"tool_use_id": "u", "tool_name": "x", "input": {"session": "abc"}})[:-1],
+             event(0.3, "token", {"text": "B"}), event(0.4, "done", {"model": "m1"})]
+    ingest([write(tmp_path / "cut-event.jsonl", lines)], IngestOptions(db=db_path, open_window=0))
+    assert rows(db_path, "SELECT line_no, reason FROM rejects") == [(3, "invalid JSON")]
+    assert rows(db_path, "SELECT outcome, event_count, model FROM sessions") == [("done", 3, "m1")]
+
+
+def test_a_line_cut_mid_write_naming_session_then_finished_reads_as_in_one_run(tmp_path):
+    # Cut mid-write (after `"session": "abc",`) and read as final, the last line looked like a
+    # broken header; the file's carried state must not keep it (the read position stays before
+    # it), or the finished line and those after it were rejected as following it.
+    a = new_sid()
+    lines = [header(a, v1=False), event(0.1, "token", {"text": "A"}),
+             event(0.2, "tool_use", {"tool_use_id": "u", "tool_name": "x", "input": {"session": "abc", "started_at": "x"}}),
+             event(0.3, "tool_result", {"tool_use_id": "u", "tool_name": "x", "status": "done"}),
+             event(0.4, "done", {"model": "m1"})]
+    whole, grown = tmp_path / "whole.duckdb", tmp_path / "grown.duckdb"
+    ingest_in_runs(tmp_path / "whole.jsonl", lines, whole)
+    path = tmp_path / "grown.jsonl"
+    cut = lines[2].index('"session": "abc",') + len('"session": "abc",')
+    path.write_text("\n".join(lines[:2]) + "\n" + lines[2][:cut], encoding="utf-8")
+    ingest([path], IngestOptions(db=grown, open_window=0))  # the cut line, final (the file is quiet)
+    assert rows(grown, "SELECT reason FROM rejects") == [("truncated: last line has no newline and is not complete JSON",)]
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(lines[2][cut:] + "\n" + "\n".join(lines[3:]) + "\n")
+    ingest([path], IngestOptions(db=grown, open_window=0))
+    assert rows(grown, "SELECT count(*) FROM rejects") == rows(whole, "SELECT count(*) FROM rejects") == [(0,)]
+    assert rows(grown, "SELECT outcome, event_count, model FROM sessions") == rows(
+        whole, "SELECT outcome, event_count, model FROM sessions") == [("done", 4, "m1")]

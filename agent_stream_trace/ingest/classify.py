@@ -124,10 +124,12 @@ WITH lines AS ({_lines("_pieces")}),
                    ELSE ltrim(raw, {WS})[1] = '{{' END AS is_obj FROM fields
 ), values AS (
     SELECT *,
-        -- A line that is not JSON but names "session" is taken for a broken header (a header
-        -- glued to the cut line of a writer killed mid-write, say): MARKS rejects it, and it
-        -- stops the lines below it from going by position to the session above.
-        CASE WHEN valid THEN is_obj AND j_session IS NOT NULL ELSE contains(raw, '"session"') END AS is_header,
+        -- A line that is not JSON but names "session" and "started_at" is taken for a broken
+        -- header (one glued to the cut line of a writer killed mid-write, say): MARKS rejects
+        -- it, and it stops the lines below it from going by position to the session above.
+        -- Both keys: an event whose data holds a "session" key is not a header.
+        CASE WHEN valid THEN is_obj AND j_session IS NOT NULL
+             ELSE contains(raw, '"session"') AND contains(raw, '"started_at"') END AS is_header,
         -- Numbers as json_extract writes them cast from VARCHAR, which is cheaper than a JSON
         -- cast (another parse); no other JSON value casts (quotes, brackets, true/false/null
         -- fail), and the JSON cast is tried only for numbers the VARCHAR cast cannot read.
@@ -590,8 +592,13 @@ SELECT ks.session_id, ks.side FROM (
 
 # Where positional attribution stands at the end of the batch, per file.
 LAST_MARKS = """
-SELECT file_id, max_by({'session': session_id, 'side': side, 'line': line_no, 'v': v}, line_no) AS m
-FROM _marks GROUP BY file_id
+SELECT m.file_id, max_by({'session': m.session_id, 'side': m.side, 'line': m.line_no, 'v': m.v}, m.line_no) AS m
+FROM _marks m JOIN _files f USING (file_id)
+-- not a file's last line without newline: the read position stays before it (load.py), and
+-- the next run reads it again, whole by then (cut, it was an invalid header, and the lines
+-- after it were rejected as following it)
+WHERE m.line_no IS DISTINCT FROM f.unterminated_line
+GROUP BY m.file_id
 """
 
 # What became of the batch's lines, and whether any of its events may repeat (in the batch,
