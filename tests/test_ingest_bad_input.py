@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import zlib
 
 from agent_stream_trace.ingest.pipeline import IngestOptions, ingest
 from ingest_support import event, header, ingest_in_runs, new_sid, rows, v1_session, write
@@ -138,11 +137,7 @@ def test_corrupt_gzip_is_a_reject_and_the_lines_before_it_are_kept(tmp_path, db_
     reasons = [r for (r,) in rows(db_path, "SELECT reason FROM rejects ORDER BY line_no")]
     # the damage is the last thing read: whatever garbage decompressed before it is rejected too
     assert reasons[-1].startswith("corrupt gzip"), reasons
-    # the lines decompressed before the damage are kept, all but those of its last few hundred
-    # bytes (one failed read of 64 KB lost all it had decompressed), and the reject's raw is
-    # the start of the line it cut, not the end
-    before_damage = zlib.decompressobj(wbits=31).decompress(blob[: len(blob) // 2]).count(b"\n")
-    assert report.headers + report.events >= before_damage - 10, (report.headers + report.events, before_damage)
+    # the reject's raw is the start of the line the damage cut, not its end
     raw = rows(db_path, "SELECT raw FROM rejects WHERE reason LIKE 'corrupt gzip%'")[0][0]
     assert raw.startswith("{"), raw
     assert all(not r.startswith("corrupt gzip") for r in reasons[:-1])
@@ -173,11 +168,11 @@ def test_any_gzip_damage_is_a_reject_and_the_other_files_load(tmp_path, db_path)
     assert sorted(rejects) == sorted(damaged)
     assert all(reason.startswith("corrupt gzip") for reason in rejects.values()), rejects
     assert rows(db_path, "SELECT session_id FROM sessions WHERE source_file = ?", [str(good)]) == [(sid,)]
-    # what decompressed before the damage is kept: the whole member before the junk, and the
-    # lines of a member whose checksum (at its end) is wrong (one failed read lost them all)
-    for session, name in ((gz_sid, "junk-after.jsonl.gz"), (crc_sid, "bad-crc.jsonl.gz")):
-        assert rows(db_path, "SELECT regexp_extract(source_file, '[^/]+$'), outcome FROM sessions WHERE session_id = ?",
-                    [session]) == [(name, "done")]
+    # what decompressed before the damage is kept: the whole member before the junk; but not
+    # the lines of a member whose checksum is wrong (any of them may be damaged)
+    assert rows(db_path, "SELECT regexp_extract(source_file, '[^/]+$'), outcome FROM sessions WHERE session_id = ?",
+                [gz_sid]) == [("junk-after.jsonl.gz", "done")]
+    assert rows(db_path, "SELECT count(*) FROM sessions WHERE session_id = ?", [crc_sid]) == [(0,)]
 
 
 def test_gzip_recordings_read_like_plain_ones(tmp_path, db_path, upstream_sequential):

@@ -17,7 +17,7 @@ import zlib
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import pyarrow as pa
 
@@ -146,12 +146,12 @@ class _GzipStream:
 
     Why not gzip.open: it loses everything decompressed within a read() call that hits
     damage, and it has no notion of "the compressed file simply ends here" versus "corrupt".
-    Here a corrupt stream raises zlib.error after yielding everything before the damage, and a
+    Here a corrupt stream raises zlib.error after yielding everything before the step (64 KB of
+    compressed input) that holds the damage, and a
     stream that stops mid-member raises EOFError (a writer may still be appending).
     """
 
     STEP = 64 << 10
-    SALVAGE_STEP = 256
 
     def __init__(self, raw: BinaryIO) -> None:
         self._raw = raw
@@ -182,11 +182,13 @@ class _GzipStream:
     def _feed(self, data: bytes) -> None:
         while data:
             self._in_member = True
-            before = self._d.copy()  # a failed call keeps none of its output: see _salvage
             try:
                 self._out += self._d.decompress(data)
             except zlib.error as exc:
-                self._salvage(before, data)
+                # The output of the failing step is lost with it, and kept that way: fed again in
+                # small steps it came back, but what deflate decodes between the damage and the
+                # error is garbage, and after a checksum error any of it may be (a review found
+                # changed session ids stored as good rows). What came before the step is kept.
                 self._fail(exc)
                 return
             if self._d.eof:
@@ -197,23 +199,6 @@ class _GzipStream:
                     data = b""  # zero padding after the last member
             else:
                 data = b""
-
-    def _salvage(self, d: Any, data: bytes) -> None:
-        """What `data` decompresses to before the damage: fed again in small steps from the
-        state before it (a whole step's output was lost with the error: a damaged .gz under
-        64 KB, or one whose checksum at its end was wrong, lost every line)."""
-        for step in (self.SALVAGE_STEP, 1):  # then byte by byte through the step that failed
-            for i in range(0, len(data), step):
-                before = d.copy()
-                try:
-                    self._out += d.decompress(data[i : i + step])
-                except zlib.error:
-                    d, data = before, data[i : i + step]
-                    break
-                if d.eof:
-                    return
-            else:
-                return
 
     def _fail(self, exc: BaseException) -> None:
         # Hand out what was decompressed before the damage first, then the error. Without its
