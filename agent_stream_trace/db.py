@@ -118,6 +118,10 @@ def interruptible(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
         yield
     except duckdb.InterruptException:
         raise KeyboardInterrupt from None
+    except RuntimeError as exc:  # DuckDB noticed the signal itself first
+        if str(exc) == "Query interrupted":
+            raise KeyboardInterrupt from None
+        raise
     finally:
         signal.set_wakeup_fd(previous)
         signal_end.close()

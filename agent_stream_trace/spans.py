@@ -44,6 +44,7 @@ CONVERSATION_ID = "gen_ai.conversation.id"
 SESSION_ID = "session.id"
 REQUEST_STREAM = "gen_ai.request.stream"
 RESPONSE_MODEL = "gen_ai.response.model"
+REQUEST_MODEL = "gen_ai.request.model"
 RESPONSE_ID = "gen_ai.response.id"
 AGENT_NAME = "gen_ai.agent.name"
 TTFC = "gen_ai.response.time_to_first_chunk"
@@ -388,8 +389,11 @@ def session_spans(trace: SessionTrace, *, include_content: bool = False) -> tupl
     }
     if agent is not None:
         root_attrs[AGENT_NAME] = agent
+    # The session's model is the done's, else the one its header's attrs asked for (ingest
+    # sessions.py): without a done that named it, it is the requested model, not the response's.
+    model_key = RESPONSE_MODEL if outcome == "done" or attrs_in.get("model") != model else REQUEST_MODEL
     if model is not None:
-        root_attrs[RESPONSE_MODEL] = model
+        root_attrs[model_key] = model
     value = get("message_id")
     if value is not None:
         root_attrs[RESPONSE_ID] = value
@@ -441,7 +445,7 @@ def session_spans(trace: SessionTrace, *, include_content: bool = False) -> tupl
         OPERATION: "chat", CONVERSATION_ID: sid, SESSION_ID: sid, OI_KIND: "LLM", REQUEST_STREAM: True,
     }
     if model is not None:
-        turn_common[RESPONSE_MODEL] = turn_common[OI_MODEL] = model
+        turn_common[model_key] = turn_common[OI_MODEL] = model
     for index, tn in enumerate(turns, start=1):
         turn_attrs = turn_common.copy()
         if tn.first_token_t is not None:

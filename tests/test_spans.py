@@ -318,3 +318,18 @@ def _token_runs(events):
             runs[-1][1] += 1
         previous = event.event
     return [tuple(run) for run in runs]
+
+
+def test_a_model_only_the_header_asked_for_is_the_request_model():
+    # sessions.model is the done's model, else the header's attrs.model (ingest): a session
+    # without a done that named it has the model that was asked for, not one that answered.
+    crash = session_trace(scenario("crash"), attrs={"model": "asked-model"})
+    crash.session["model"] = "asked-model"  # as the ingester stores it
+    root, turn = session_spans(crash)[0], by_name(session_spans(crash), "chat")[0]
+    assert root.attributes["gen_ai.request.model"] == turn.attributes["gen_ai.request.model"] == "asked-model"
+    assert "gen_ai.response.model" not in root.attributes and "gen_ai.response.model" not in turn.attributes
+    assert turn.attributes["llm.model_name"] == "asked-model" and turn.name == "chat asked-model"
+    done = session_trace(scenario("tools"), attrs={"model": "asked-model"})
+    root = session_spans(done)[0]
+    assert root.attributes["gen_ai.response.model"] == done.session["model"] != "asked-model"
+    assert "gen_ai.request.model" not in root.attributes

@@ -71,7 +71,7 @@ class _progress_bar:
         if self._bar is None:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, unit="B", unit_scale=True, desc="ingest", file=sys.stderr, leave=False)
+            self._bar = tqdm(total=total or None, unit="B", unit_scale=True, desc="ingest", file=sys.stderr, leave=False)
         self._bar.update(done - self._done)
         self._bar.refresh()  # updates come once a batch (seconds apart): show each one
         self._done = done

@@ -61,7 +61,8 @@ class IngestOptions:
     open_window: float | None = None  # seconds; None: $AGENT_STREAM_OPEN_WINDOW, else 300
     now: float | None = None  # epoch seconds; tests pin the clock with it
     batch_bytes: int = BATCH_BYTES
-    # Called as progress(bytes_stored, bytes_total) as batches are stored, for progress bars.
+    # Called as progress(bytes_stored, bytes_total) as batches are stored, for progress bars
+    # (bytes_total 0: not known, for stdin and .gz).
     progress: Callable[[int, int], None] | None = None
 
 
@@ -179,11 +180,13 @@ class Ingester:
         )
         # Progress counts the bytes stored, not those read: reading runs a batch ahead, and a
         # bar at 100% while the last batch is still being stored (most of a small run) misleads.
-        stored = 0
+        # Where the total is not known in the bytes counted (stdin; a .gz, whose blocks count
+        # decompressed bytes), it is given as 0: a bar then counts without a percentage.
+        stored, known_total = 0, total if exact else 0
 
         def progress(done: int) -> None:
             if self.options.progress:
-                self.options.progress(done, total)
+                self.options.progress(done, known_total)
 
         progress(0)
         for state, item in ahead:
@@ -215,7 +218,7 @@ class Ingester:
                 with transaction(self.con):
                     self._store_last(last, settled, states, report)
                     self.finish(report)
-        progress(total)
+        progress(known_total or stored + sum(b.end_offset - b.start_offset for b in batch))
         report.seconds = time.perf_counter() - started
         return report
 

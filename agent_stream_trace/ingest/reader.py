@@ -132,13 +132,32 @@ def _open(source: Source) -> BinaryIO:
     if source.path is None:
         # A .gz piped in as it is (`agent-stream-ingest - < old.jsonl.gz`) is decompressed: no
         # recording line starts with these bytes, and read as text it was all rejects.
-        stdin = sys.stdin.buffer
-        if hasattr(stdin, "peek") and stdin.peek(2)[:2] == GZIP_MAGIC:
-            return _GzipStream(stdin)  # type: ignore[return-value]
-        return stdin
+        # Read, not peeked: a pipe may hand over one byte first.
+        stdin = _Prefixed(sys.stdin.buffer.read(len(GZIP_MAGIC)), sys.stdin.buffer)
+        return _GzipStream(stdin) if stdin.head == GZIP_MAGIC else stdin  # type: ignore[return-value]
     if source.gzipped:
         return _GzipStream(open(source.path, "rb"))  # type: ignore[return-value]
     return open(source.path, "rb")
+
+
+class _Prefixed:
+    """A stream's first bytes, already read, then the rest of it."""
+
+    def __init__(self, head: bytes, rest: BinaryIO) -> None:
+        self.head, self._pending, self._rest = head, head, rest
+
+    def read(self, n: int) -> bytes:
+        if not self._pending:
+            return self._rest.read(n)
+        out, self._pending = self._pending[:n], self._pending[n:]
+        return out if len(out) == n else out + self._rest.read(n - len(out))
+
+    def readinto(self, buf: memoryview) -> int:
+        if not self._pending:
+            return self._rest.readinto(buf)  # type: ignore[attr-defined]
+        out = self.read(len(buf))
+        buf[: len(out)] = out
+        return len(out)
 
 
 class _GzipStream:
