@@ -12,7 +12,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from .errors import AgentStreamTraceError, ExportError, MissingExtraError
+from .errors import DUCKDB_INTERRUPTED, AgentStreamTraceError, ExportError, MissingExtraError
 
 FORMATS = ("table", "csv", "json")
 
@@ -27,7 +27,7 @@ def run_guarded(fn: Callable[[], int]) -> int:
     except RuntimeError as exc:
         # Ctrl-C while DuckDB runs a statement (most of an ingest's time) reaches us as this,
         # not as KeyboardInterrupt; the transaction around it has rolled back.
-        if str(exc) != "Query interrupted":
+        if str(exc) != DUCKDB_INTERRUPTED:
             raise
         print("interrupted", file=sys.stderr)
         return 130

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import duckdb
 
 from .config import resolve_db_path
-from .errors import DatabaseError
+from .errors import DUCKDB_INTERRUPTED, DatabaseError
 
 # What a connection for SQL a person typed (agent-stream-trace query) may not do. Read-only
 # alone still let such SQL write files (COPY ... TO, EXPORT DATABASE), read any file the user
@@ -119,7 +119,7 @@ def interruptible(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     except duckdb.InterruptException:
         raise KeyboardInterrupt from None
     except RuntimeError as exc:  # DuckDB noticed the signal itself first
-        if str(exc) == "Query interrupted":
+        if str(exc) == DUCKDB_INTERRUPTED:
             raise KeyboardInterrupt from None
         raise
     finally:

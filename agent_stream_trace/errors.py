@@ -50,3 +50,8 @@ class MissingExtraError(AgentStreamTraceError):
 
 class ExportError(AgentStreamTraceError):
     """An exporter gave up: the backend was unreachable or refused the data."""
+
+
+# The message of the RuntimeError DuckDB raises when it notices Ctrl-C itself (instead of
+# Python raising KeyboardInterrupt): both mean the person pressed Ctrl-C.
+DUCKDB_INTERRUPTED = "Query interrupted"

@@ -90,19 +90,26 @@ _LONE_SURROGATES_REPLACED = (
 )
 
 
-def _parse(extract: str, *, repair: bool) -> str:
-    """SQL: PARSED, with `extract` the expression of the six fields (a list) of `raw`, and
-    (`repair`) lines that fail read again without lone surrogate escapes."""
+def _fields(line: str) -> str:
+    """SQL: the six fields every line may have, as a list of JSON fragments of `line`."""
+    return f"json_extract({line}, ['$.t', '$.event', '$.data', '$.sid', '$.seq', '$.session'])"
+
+
+def _parse(*, guarded: bool) -> str:
+    """SQL: PARSED. `guarded`: for any lines (a line that is not JSON gets NULL fields, and
+    one that fails is read again without lone surrogate escapes); else for lines that are all
+    JSON, failing on one that is not."""
+    extract = f"try({_fields('raw')})" if guarded else _fields("raw")
     repaired = f"""
 ), f AS (
     SELECT file_id, line_no, CASE WHEN f2 IS NOT NULL THEN fixed ELSE raw END AS raw, coalesce(f, f2) AS f
-    FROM (SELECT *, {extract.replace("raw", "fixed")} AS f2
+    FROM (SELECT *, try({_fields('fixed')}) AS f2
           FROM (SELECT *, CASE WHEN f IS NULL AND contains(raw, '\\u') THEN {_LONE_SURROGATES_REPLACED} END AS fixed
-                FROM f0))""" if repair else ""
+                FROM f0))""" if guarded else ""
     return f"""
 CREATE OR REPLACE TEMP TABLE _parsed AS
 WITH lines AS ({_lines("_pieces")}),
-{"f0" if repair else "f"} AS (
+{"f0" if guarded else "f"} AS (
     -- A list of fragments, not json_transform's struct: that reads a field whose value is null
     -- as absent, so "t": null would be "missing" instead of "not a number" (and it was not
     -- measurably faster once lines with a null were sent the other way).
@@ -185,12 +192,11 @@ SELECT file_id, line_no, is_header, t, event,
     CASE WHEN is_header THEN raw WHEN reason IS NOT NULL THEN left(raw, {REJECT_PREVIEW}) END AS raw
 FROM classified
 """
-_FIELDS = "json_extract(raw, ['$.t', '$.event', '$.data', '$.sid', '$.seq', '$.session'])"
 # Any lines: a line that is not JSON gets NULL fields (and its reject) instead of an error.
-PARSED = _parse(f"try({_FIELDS})", repair=True)
+PARSED = _parse(guarded=True)
 # Lines that are all JSON, else an error (load.staged_batch then uses PARSED): without try(),
 # which copied every line's fields (measured: 11% of extracting them).
-PARSED_JSON = _parse(_FIELDS, repair=False)
+PARSED_JSON = _parse(guarded=False)
 
 # A file's last line without its newline, once the file is final (reader.py): if it is not
 # JSON, it was cut off. A statement of its own, run only for a batch that holds such a line

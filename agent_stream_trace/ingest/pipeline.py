@@ -203,7 +203,7 @@ class Ingester:
             if batch_bytes >= self.options.batch_bytes:
                 with staged_batch(self.con, batch, states) as staged, transaction(self.con):
                     self._store(staged, states, report)
-                stored += sum(b.end_offset - b.start_offset for b in batch)  # as in the files (the total)
+                stored += _file_bytes(batch)
                 progress(stored)
                 batch, batch_bytes = [], 0
         with ExitStack() as stack:
@@ -218,7 +218,7 @@ class Ingester:
                 with transaction(self.con):
                     self._store_last(last, settled, states, report)
                     self.finish(report)
-        progress(known_total or stored + sum(b.end_offset - b.start_offset for b in batch))
+        progress(known_total or stored + _file_bytes(batch))
         report.seconds = time.perf_counter() - started
         return report
 
@@ -340,6 +340,12 @@ def _read_head(path: Path, limit: int) -> str | None:
             return head_hash(f.read(n))
     except OSError:
         return None
+
+
+def _file_bytes(blocks: list[Block]) -> int:
+    """The bytes `blocks` took in their files (as the progress total counts them; a block's data
+    may be shorter: a BOM dropped, bad lines blanked)."""
+    return sum(b.end_offset - b.start_offset for b in blocks)
 
 
 def _bytes_to_read(plans: list[tuple[Source, FileState, bool]]) -> tuple[int, bool]:

@@ -166,8 +166,8 @@ class _GzipStream:
     Why not gzip.open: it loses everything decompressed within a read() call that hits
     damage, and it has no notion of "the compressed file simply ends here" versus "corrupt".
     Here a corrupt stream raises zlib.error after yielding everything before the step (64 KB of
-    compressed input) that holds the damage, and a
-    stream that stops mid-member raises EOFError (a writer may still be appending).
+    compressed input) that holds the damage, and a stream that stops mid-member raises
+    EOFError (a writer may still be appending).
     """
 
     STEP = 64 << 10

@@ -43,18 +43,13 @@ def run(args: argparse.Namespace) -> int:
         with interruptible(con):  # a person's query may run long: Ctrl-C must stop it
             try:
                 rel = con.sql(sql)
-            except duckdb.InterruptException:
-                raise
-            except duckdb.Error as exc:
-                raise UsageError(_first_line(exc)) from None
-            if rel is None:
-                return 0
-            try:
+                if rel is None:
+                    return 0
                 rel = _displayable(rel)
                 json_columns = [name for name, t in zip(rel.columns, rel.types) if str(t) == "JSON"]
                 df = rel.pl()
             except duckdb.InterruptException:
-                raise
+                raise  # Ctrl-C: interruptible() makes it KeyboardInterrupt
             except duckdb.Error as exc:
                 raise UsageError(_first_line(exc)) from None
     finally:
