@@ -203,10 +203,13 @@ PARSED_JSON = _parse(guarded=False)
 # (rare): joining every line to `_files` for it in PARSED cost a hash join of the whole batch,
 # which a cron run's few lines built on the wrong side (the lines, ~10 ms for 23k of them).
 _TRUNCATED_REASON = "truncated: last line has no newline and is not complete JSON"
+# Such a line taken for a broken header (it names "session" and "started_at") is a plain
+# reject too: it is the file's last line, with nothing below it to stop.
 TRUNCATED = f"""
-UPDATE _parsed p SET reason = '{_TRUNCATED_REASON}'
+UPDATE _parsed p SET reason = '{_TRUNCATED_REASON}', is_header = false, raw = left(p.raw, {REJECT_PREVIEW})
 FROM _files f
-WHERE p.file_id = f.file_id AND p.line_no = f.unterminated_line AND p.reason = 'invalid JSON'
+WHERE p.file_id = f.file_id AND p.line_no = f.unterminated_line
+    AND (p.reason = 'invalid JSON' OR (p.is_header AND NOT json_valid(p.raw)))
 """
 
 # Every header line of the batch, valid or not, with its fields and the reason it is rejected
@@ -226,9 +229,8 @@ WITH fields AS (
         CASE WHEN json_type(j_v) IN ('BIGINT', 'UBIGINT') THEN try_cast(j_v AS BIGINT) END AS v
     FROM fields
 ), checked AS (
-    SELECT t.*, CASE
-        -- not JSON (see PARSED's is_header); the file's last line without newline: cut off
-        WHEN t.f IS NULL THEN CASE WHEN t.line_no = fs.unterminated_line THEN '{_TRUNCATED_REASON}' ELSE 'invalid JSON' END
+    SELECT *, CASE
+        WHEN f IS NULL THEN 'invalid JSON'  -- see PARSED's is_header (and TRUNCATED)
         WHEN session_s IS NULL THEN 'header: "session" is not a UUID string'
         WHEN j_started IS NULL THEN 'header: missing field "started_at"'
         -- ISO-8601 years have four digits, from 0001 (UTC); 'infinity' casts too, and year()
@@ -242,7 +244,7 @@ WITH fields AS (
         WHEN j_side IS NOT NULL AND json_type(j_side) <> 'VARCHAR' THEN 'header: "side" is not a string'
         WHEN j_attrs IS NOT NULL AND json_type(j_attrs) NOT IN ('OBJECT', 'NULL') THEN 'header: "attrs" is not an object'
     END AS reason
-    FROM typed t JOIN _files fs USING (file_id)
+    FROM typed
 )
 SELECT file_id, line_no, reason,
     CASE WHEN reason IS NULL THEN session_s END AS session_id,
@@ -597,12 +599,16 @@ SELECT ks.session_id, ks.side FROM (
 """
 
 # Where positional attribution stands at the end of the batch, per file.
+# Not a file's last line without newline (LAST_MARKS_BEFORE_ENDS, for a batch that has one):
+# the read position stays before it (load.py), and the next run reads it again, whole by then
+# (a valid header cut there would otherwise stand as the file's state, beside its re-read).
 LAST_MARKS = """
+SELECT file_id, max_by({'session': session_id, 'side': side, 'line': line_no, 'v': v}, line_no) AS m
+FROM _marks GROUP BY file_id
+"""
+LAST_MARKS_BEFORE_ENDS = """
 SELECT m.file_id, max_by({'session': m.session_id, 'side': m.side, 'line': m.line_no, 'v': m.v}, m.line_no) AS m
 FROM _marks m JOIN _files f USING (file_id)
--- not a file's last line without newline: the read position stays before it (load.py), and
--- the next run reads it again, whole by then (cut, it was an invalid header, and the lines
--- after it were rejected as following it)
 WHERE m.line_no IS DISTINCT FROM f.unterminated_line
 GROUP BY m.file_id
 """

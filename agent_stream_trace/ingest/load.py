@@ -255,7 +255,8 @@ def load_batch(
             states[name].file_id_new = False  # stored now
     if counts.rejected:
         con.execute(classify.INSERT_REJECTS)
-    for file_id, mark in con.execute(classify.LAST_MARKS).fetchall():
+    ends = any(block.unterminated_line is not None for block in blocks)
+    for file_id, mark in con.execute(classify.LAST_MARKS_BEFORE_ENDS if ends else classify.LAST_MARKS).fetchall():
         state = states[names[file_id]]
         state.cur_session, state.cur_side = mark["session"], mark["side"]
         state.cur_header_line, state.cur_v = mark["line"], mark["v"]
