@@ -21,13 +21,10 @@ def run_guarded(fn: Callable[[], int]) -> int:
     """Run a command; turn library errors into one clear line (and a hint), never a traceback."""
     try:
         return fn()
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except RuntimeError as exc:
-        # Ctrl-C while DuckDB runs a statement (most of an ingest's time) reaches us as this,
-        # not as KeyboardInterrupt; the transaction around it has rolled back.
-        if str(exc) != DUCKDB_INTERRUPTED:
+    except (KeyboardInterrupt, RuntimeError) as exc:
+        # Ctrl-C while DuckDB runs a statement (most of an ingest's time) reaches us as DuckDB's
+        # RuntimeError, not as KeyboardInterrupt; the transaction around it has rolled back.
+        if isinstance(exc, RuntimeError) and str(exc) != DUCKDB_INTERRUPTED:
             raise
         print("interrupted", file=sys.stderr)
         return 130

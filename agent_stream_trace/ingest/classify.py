@@ -599,19 +599,21 @@ SELECT ks.session_id, ks.side FROM (
 """
 
 # Where positional attribution stands at the end of the batch, per file.
-# Not a file's last line without newline (LAST_MARKS_BEFORE_ENDS, for a batch that has one):
-# the read position stays before it (load.py), and the next run reads it again, whole by then
-# (a valid header cut there would otherwise stand as the file's state, beside its re-read).
-LAST_MARKS = """
-SELECT file_id, max_by({'session': session_id, 'side': side, 'line': line_no, 'v': v}, line_no) AS m
-FROM _marks GROUP BY file_id
-"""
-LAST_MARKS_BEFORE_ENDS = """
-SELECT m.file_id, max_by({'session': m.session_id, 'side': m.side, 'line': m.line_no, 'v': m.v}, m.line_no) AS m
-FROM _marks m JOIN _files f USING (file_id)
-WHERE m.line_no IS DISTINCT FROM f.unterminated_line
+# Each file's last header line of the batch, valid or not: its positional state for the next.
+# `before_ends` (for a batch holding a file's last line without newline): not that line. The
+# read position stays before it (load.py), and the next run reads it again, whole by then (a
+# header cut there would otherwise stand as the file's state, beside its re-read).
+def _last_marks(*, before_ends: bool) -> str:
+    skip = ("JOIN _files f USING (file_id) WHERE m.line_no IS DISTINCT FROM f.unterminated_line"
+            if before_ends else "")
+    return f"""
+SELECT m.file_id, max_by({{'session': m.session_id, 'side': m.side, 'line': m.line_no, 'v': m.v}}, m.line_no) AS m
+FROM _marks m {skip}
 GROUP BY m.file_id
 """
+
+
+LAST_MARKS, LAST_MARKS_BEFORE_ENDS = _last_marks(before_ends=False), _last_marks(before_ends=True)
 
 # What became of the batch's lines, and whether any of its events may repeat (in the batch,
 # or stored): one query, as a cron run's cost is mostly the number of statements.
