@@ -2,7 +2,7 @@
 
 Each migration is a named function; `migrate` applies the ones not yet recorded, all in one
 transaction together with their records. Never edit a shipped migration: add a new one.
-The public tables (sessions, events, tool_calls, rejects) are a contract (ARCHITECTURE.md).
+The public tables (sessions, events, tool_calls, rejects) are a contract (README, "Schema").
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from agent_stream_trace.cli import main
 from agent_stream_trace.ingest.pipeline import IngestOptions, ingest
 from ingest_support import ingest_in_runs, new_sid, rows, v1_session, write
 
@@ -120,7 +121,7 @@ def test_ambiguity_spreads_only_from_sessions_whose_own_lines_interleave(tmp_pat
         a: "ambiguous", s1: "ambiguous", x: "positional", s2: "positional"}
 
 
-def test_a_tool_result_before_its_use_answers_nothing(tmp_path, db_path):
+def test_a_tool_result_before_its_use_answers_nothing(tmp_path, db_path, capsys):
     """Pairing follows seq: a result that comes before its use is a result without a use, and
     the use with no result after it is orphaned (paired, the latency came out negative)."""
     sid = new_sid()
@@ -138,6 +139,14 @@ def test_a_tool_result_before_its_use_answers_nothing(tmp_path, db_path):
     assert got == [("a", None, None, 0.1, None, "done"), ("a", "search", 0.3, None, None, "orphaned"),
                    ("b", "fetch", 0.4, 0.6, 200.0, "done")]
     assert rows(db_path, "SELECT orphaned_tools FROM sessions") == [(1,)]
+    # The timeline tells a use without its result from a result without its use, and shows no
+    # tool name where a result gives none.
+    assert main(["show", sid[:8], "--db", str(db_path)]) == 0
+    timeline, calls = capsys.readouterr().out.split("\ntool calls\n")
+    assert "None" not in timeline
+    assert [line.split()[:3] for line in calls.splitlines()[:3]] == [
+        ["search", "orphaned", "no"], ["fetch", "done", "200"], ["?", "done", "no"]]
+    assert "no result" in calls.splitlines()[0] and "no use" in calls.splitlines()[2]
 
 
 def test_ambiguity_found_across_runs_is_the_same_as_in_one(upstream_concurrent, tmp_path):

@@ -2,7 +2,7 @@
 the TraceStore methods and `agent-stream-trace stats --format json`: all must agree.
 
 The fixture writes rows straight into the public tables (what an ingester would produce for
-these recordings, derived here by the ARCHITECTURE.md definitions), so the test pins down the
+these recordings, derived here by the README's definitions), so the test pins down the
 query side alone: done, synthetic (each end_reason), open and ambiguous sessions, a client-side
 recording, an orphaned tool, a failing tool, single-token and token-less sessions, two stalls.
 """
@@ -104,7 +104,7 @@ FIXTURES = [
 
 
 def derive(fx: Fixture) -> dict[str, Any]:
-    """The sessions-row metrics of one recording, by the ARCHITECTURE.md definitions."""
+    """The sessions-row metrics of one recording, by the README's definitions."""
     wire = [ln for ln in fx.lines if not ln[1].startswith("_")]
     tokens = [ln for ln in wire if ln[1] == "token"]
     chars = sum(len(ln[2]["text"]) for ln in tokens)

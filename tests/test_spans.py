@@ -1,4 +1,4 @@
-"""The session → span mapping, tested by value (ARCHITECTURE.md "Session → span mapping")."""
+"""The session → span mapping, tested by value (docs/export.md, the session → span mapping)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The per-session metric definitions (ARCHITECTURE.md), in SQL, from the sessions' summaries.
+"""The per-session metric definitions (README, "Metric definitions"), in SQL, from the sessions' summaries.
 
 This is the one place where outcome, end_reason, attribution, ttft_s, token velocity, turns,
 max_gap_s and tool latency are defined, over the per-session summaries of stats.py (kept up

@@ -109,7 +109,10 @@ def render_text(detail: SessionDetail, *, fold_tokens: bool = True) -> str:
     if detail.tool_calls.height:
         lines += ["", "tool calls"]
         for c in detail.tool_calls.iter_rows(named=True):
-            latency = fmt.millis(c["latency_ms"]) if c["latency_ms"] is not None else "no result"
+            if c["latency_ms"] is not None:
+                latency = fmt.millis(c["latency_ms"])
+            else:  # a result with no use before it has no latency either: its use was not recorded
+                latency = "no result" if c["started_t"] is not None else "no use"
             reported = f" (reported {fmt.millis(c['reported_ms'])})" if c["reported_ms"] is not None else ""
             start = f"{c['started_t']:.3f}" if c["started_t"] is not None else "-"
             lines.append(f"  {c['tool_name'] or '?':<20} {c['status']:<9} {latency:>10}{reported}"

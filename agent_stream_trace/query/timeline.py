@@ -38,11 +38,13 @@ def describe(event: str, data: Any) -> str:
     get = data.get
     if event in ("token", "thinking"):
         return repr(clip(get("text", "")))
+    # A field the event lacks is left out, not shown as None (a result need not name its tool).
+    name = f"{get('tool_name')} " if get("tool_name") is not None else ""
     if event == "tool_use":
-        return f"{get('tool_name')} ({get('tool_use_id')}) {clip(get('input_summary') or '', 40)}".rstrip()
+        return f"{name}({get('tool_use_id')}) {clip(get('input_summary') or '', 40)}".rstrip()
     if event == "tool_result":
         reported = f", reported {get('duration_ms')} ms" if get("duration_ms") is not None else ""
-        return f"{get('tool_name')} ({get('tool_use_id')}) {get('status')}{reported}"
+        return f"{name}({get('tool_use_id')}) {get('status')}{reported}"
     if event == "turn":
         return f"turn {get('turn_number')} (tools so far: {get('total_tools')})"
     if event == "progress":

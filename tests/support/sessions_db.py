@@ -2,7 +2,7 @@
 
 A stand-in for the ingester where a test needs exact control over one session: each helper
 writes the `sessions`, `events` and `tool_calls` rows a recording of those events yields,
-with the metrics computed as ARCHITECTURE.md defines them (only those the exporters read).
+with the metrics computed as the README defines them (only those the exporters read).
 """
 
 from __future__ import annotations
