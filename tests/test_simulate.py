@@ -205,7 +205,8 @@ def test_report_matches_the_files(corpus: tuple[Any, dict[str, dict[str, Any]]])
         end = events[-1] if events and events[-1]["event"] == END_EVENT else None
         reasons[end["data"]["reason"] if end else "no_end_record"] += 1
         if end and end["data"]["reason"] == "exception":
-            assert {"exception_type", "message"} <= set(end["data"])
+            # as TraceRecorder writes it (hook/writer.py): the same SQL reads both
+            assert {"type", "message"} <= set(end["data"]) and "exception_type" not in end["data"]
         used = {e["data"]["tool_use_id"] for e in events if e["event"] == "tool_use"}
         finished = {e["data"]["tool_use_id"] for e in events if e["event"] == "tool_result"}
         assert finished <= used

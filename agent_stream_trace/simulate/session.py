@@ -297,7 +297,8 @@ def build_session(rng: random.Random, spec: SessionSpec) -> SimulatedSession:
         del events[keep:]
         if failure == "exception":
             exc_type, message = rng.choice(_EXCEPTIONS)
-            end = {"reason": "exception", "exception_type": exc_type, "message": message}
+            # the fields TraceRecorder writes (hook/writer.py), so SQL written on demo data reads real recordings
+            end = {"reason": "exception", "type": exc_type, "message": message}
         elif failure == "idle_cut":
             t_end = (events[-1][0] if events else 0) + rng.choice(IDLE_CUT_MS) + rng.randint(0, 500)
             end = {"reason": "cancelled"}
