@@ -40,11 +40,14 @@ def run_guarded(fn: Callable[[], int]) -> int:
         return 2 if not isinstance(exc, MissingExtraError) else 3
 
 
-def add_db_argument(parser: argparse.ArgumentParser) -> None:
+def add_db_argument(parser: argparse.ArgumentParser, *, creates: bool = False) -> None:
+    """`creates`: the command makes the database (and its directories) when missing: said in
+    its help, so that a mistyped path is not a surprise."""
+    made = ", created with its directories if missing" if creates else ""
     parser.add_argument(
         "--db",
         metavar="PATH",
-        help="DuckDB database file (default: $AGENT_STREAM_DB, else ./agent-stream.duckdb)",
+        help=f"DuckDB database file{made} (default: $AGENT_STREAM_DB, else ./agent-stream.duckdb)",
     )
 
 

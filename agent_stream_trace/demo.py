@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where the sample recordings go (default: sample-traces/); reused if it has some")
     parser.add_argument("--sessions", type=int, default=1000, help="sessions to simulate (default: 1000)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    add_db_argument(parser)
+    add_db_argument(parser, creates=True)
 
 
 def run(args: argparse.Namespace) -> int:

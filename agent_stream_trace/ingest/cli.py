@@ -25,13 +25,15 @@ examples:
 
 exit status: 0 every named path was read (rejects are reported), 1 with --strict and
 rejects, 2 a missing or unreadable path, bad usage, or a database that cannot be opened.
+A missing or unreadable named path stops the run before anything is read: from cron, name
+the directory (traces/), not a shell glob of its files, which can name a file that is gone.
 Then: agent-stream-trace query "SELECT * FROM rejects LIMIT 20"
 """
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", metavar="PATH", help="recording files, directories (searched recursively), or - for stdin")
-    add_db_argument(parser)
+    add_db_argument(parser, creates=True)
     parser.add_argument(
         "--open-window", type=float, metavar="SECONDS",
         help="a session without done stays 'open' while its file was written within this many "
