@@ -183,11 +183,18 @@ def test_cli_dry_run_json_sends_nothing(db_path, receiver, capsys):
     con = connect(db_path)
     sid = add_session(con, scenario("tools"))
     con.close()
-    code = main(["export", "otlp", "--db", str(db_path), "--endpoint", receiver.http_endpoint,
-                 "--dry-run", "--format", "json", "--session", sid])
-    assert code == 0
+    add_session(con := connect(db_path), scenario("plain"))  # another session, left out
+    con.close()
+    dry_run = ["export", "otlp", "--db", str(db_path), "--endpoint", receiver.http_endpoint, "--dry-run", "--format", "json"]
+    assert main([*dry_run, "--session", sid]) == 0
     spans = json.loads(capsys.readouterr().out)
     assert spans[0]["trace_id"] == sid.replace("-", "") and spans[0]["name"] == "invoke_agent"
+    assert {s["trace_id"] for s in spans} == {sid.replace("-", "")}
+    # a unique prefix names the session, as in `show`; one that names none is an error, not []
+    assert main([*dry_run, "--session", sid[:8].upper()]) == 0
+    assert json.loads(capsys.readouterr().out) == spans
+    assert main([*dry_run, "--session", "ffffffff-none"]) == 2
+    assert "no session id starts with 'ffffffff-none'" in capsys.readouterr().err
     assert receiver.requests == 0
     con = connect(db_path)
     assert marked(con) == 0

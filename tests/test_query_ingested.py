@@ -245,6 +245,10 @@ def test_show_timeline(tmp_path: Path, db_path: Path, capsys: pytest.CaptureFixt
     assert "matches 4 sessions" in err and "hint:" in err
     assert main(["show", "ffff", "--db", str(db_path)]) == 2
     assert "no session id starts with" in capsys.readouterr().err
+    # an id found, but not on the side asked for: said so, not "no session id starts with"
+    assert main(["show", cases["crash"]["id"][:8], "--side", "client", "--db", str(db_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"session {cases['crash']['id']} has no client side (recorded: server)" in err
 
 
 def test_sessions_newest_first(tmp_path: Path, db_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

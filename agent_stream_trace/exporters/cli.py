@@ -69,7 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="per request, retries included (default: $OTEL_EXPORTER_OTLP_TIMEOUT, else 10)")
     otlp.add_argument("--since", type=parse_since, metavar="WHEN",
                       help="sessions started at/after WHEN: ISO date/time or look-back (24h, 7d)")
-    otlp.add_argument("--session", action="append", default=[], metavar="ID", help="only this session (repeatable)")
+    otlp.add_argument("--session", action="append", default=[], metavar="ID",
+                      help="only this session: its id or a unique prefix, as show takes it (repeatable)")
     otlp.add_argument("--include-content", action="store_true",
                       help="include token text, thinking text and tool summaries (left out by default)")
     otlp.add_argument("--include-ambiguous", action="store_true",
@@ -104,19 +105,23 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_otlp(args: argparse.Namespace) -> int:
     from ..db import connect
+    from ..session_ids import resolve_session_id
     from .otlp import OtlpExportOptions, dry_run_spans, export_otlp
 
-    options = OtlpExportOptions(
-        endpoint=args.endpoint, protocol=args.protocol, headers=tuple(args.header), timeout_s=args.timeout,
-        since=args.since, session_ids=tuple(args.session), include_content=args.include_content,
-        include_ambiguous=args.include_ambiguous, resend_all=args.resend_all,
-        service_name=args.service_name, project=args.project,
-    )
     # The stock exporters log each failed attempt; we print one line ourselves. A handler here
     # keeps Python's last-resort handler from printing their records when logging is unset.
     logging.getLogger("opentelemetry.exporter").addHandler(logging.NullHandler())
     con = connect(args.db)
     try:
+        # An id or a unique prefix, as `show` takes it; one that names no session is an error,
+        # not an export of nothing.
+        session_ids = tuple(resolve_session_id(con, prefix)[0] for prefix in args.session)
+        options = OtlpExportOptions(
+            endpoint=args.endpoint, protocol=args.protocol, headers=tuple(args.header), timeout_s=args.timeout,
+            since=args.since, session_ids=session_ids, include_content=args.include_content,
+            include_ambiguous=args.include_ambiguous, resend_all=args.resend_all,
+            service_name=args.service_name, project=args.project,
+        )
         if args.dry_run:
             return _print_dry_run(dry_run_spans(con, options), args.format)
         report = export_otlp(con, options)

@@ -27,6 +27,7 @@ import polars as pl
 from ..config import resolve_db_path, resolve_stall_threshold
 from ..db import connect
 from ..errors import UsageError
+from ..session_ids import resolve_session_id
 from .definitions import require_metrics
 from .filters import SessionFilter, TimeArg, check_bucket, check_group_by
 
@@ -52,12 +53,6 @@ WHERE session_id = $session_id AND side = $side
 ORDER BY started_t NULLS LAST, tool_use_id
 """
 
-_RESOLVE_SQL = """
-SELECT session_id, side FROM sessions
-WHERE starts_with(session_id, $prefix)
-ORDER BY session_id, side
-LIMIT 50
-"""
 
 
 @dataclass(frozen=True)
@@ -244,23 +239,10 @@ class TraceStore:
 
     def resolve_session(self, prefix: str, side: str | None = None) -> tuple[str, str]:
         """The (session_id, side) whose id starts with `prefix`; it must be unique."""
-        wanted = prefix.strip().lower()
-        if not wanted:
-            raise UsageError("give a session id (or a unique prefix of one)")
-        rows = self._frame(_RESOLVE_SQL, {"prefix": wanted}).rows()
-        if side is not None:
-            rows = [r for r in rows if r[1] == side]
-        ids = sorted({r[0] for r in rows})
-        if not ids:
-            raise UsageError(f"no session id starts with {prefix!r}",
-                             hint="list sessions with: agent-stream-trace sessions")
-        if len(ids) > 1:
-            shown = ", ".join(ids[:5]) + (" ..." if len(ids) > 5 else "")
-            raise UsageError(f"{prefix!r} matches {len(ids)} sessions: {shown}",
-                             hint="give more characters of the id")
-        sides = [r[1] for r in rows]
+        with self._connection() as con:
+            session_id, sides = resolve_session_id(con, prefix, side)
         # One id recorded on both sides: the server's view is the reference unless asked.
-        return ids[0], "server" if "server" in sides else sides[0]
+        return session_id, "server" if "server" in sides else sides[0]
 
     def session(self, prefix: str, side: str | None = None) -> SessionDetail:
         """One session (id or unique prefix): its row, timeline and tool calls."""
