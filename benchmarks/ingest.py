@@ -276,7 +276,7 @@ def main() -> None:
     print(f"second run, unchanged       {second:7.2f} s  net {100 * (second - noop) / base:5.1f}% of first run (target < 5%)")
     print(f"run after appending 1%      {appended:7.2f} s  net {100 * (appended - noop) / base:5.1f}% of first run (target < 5%)")
     label = f"run after appending {args.files} sessions"
-    print(f"{label:28s}{appended_few:7.2f} s  net {100 * (appended_few - noop) / base:5.1f}%"
+    print(f"{label:30s}{appended_few:5.2f} s  net {100 * (appended_few - noop) / base:5.1f}%"
           f" ({few_lines:,} lines: what any run with new lines costs; no target)")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
