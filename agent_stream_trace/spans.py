@@ -216,8 +216,9 @@ def _span_event(name: str, data: Any, time_ns: int, include_content: bool) -> tu
             attrs["agent_stream.thinking.text"] = text
     elif name == "progress":
         # Only the values of the expected types, None (OTLP has no null) and others left out.
+        # The message is content (hook/redaction.py CONTENT_FIELDS): sent only when opted in.
         attrs = {}
-        for key, field, types in _PROGRESS_FIELDS:
+        for key, field, types in _PROGRESS_FIELDS if include_content else _PROGRESS_FIELDS_NO_CONTENT:
             value = d.get(field)
             if isinstance(value, types):
                 attrs[key] = value
@@ -236,13 +237,14 @@ def _span_event(name: str, data: Any, time_ns: int, include_content: bool) -> tu
         if include_content and d.get("items") is not None:
             attrs["agent_stream.creation.items"] = _json_text(d.get("items"))
     else:  # error
+        # The message and details may quote what the user or the model wrote: content, sent
+        # (and quoted in span statuses) only when opted in; the type is a label, always sent.
         error_type = _text(d, "error_type") or "error"
-        message = _text(d, "message")
-        attrs = {
-            "exception.type": error_type,
-            "exception.message": message,
-            "agent_stream.error.details": _json_text(d["details"]) if d.get("details") is not None else None,
-        }
+        message = _text(d, "message") if include_content else ""
+        attrs = {"exception.type": error_type}
+        if include_content:
+            attrs["exception.message"] = message
+            attrs["agent_stream.error.details"] = _json_text(d["details"]) if d.get("details") is not None else None
         error = f"{error_type}: {message}" if message else error_type
     return _new_span_event((name, time_ns, _clean(attrs))), error
 
@@ -254,6 +256,7 @@ _PROGRESS_FIELDS: _Fields = (
     ("agent_stream.progress.percentage", "percentage", (int, float)),
     ("agent_stream.progress.message", "message", str),
 )
+_PROGRESS_FIELDS_NO_CONTENT: _Fields = tuple(f for f in _PROGRESS_FIELDS if f[1] != "message")
 _SUB_PROGRESS_FIELDS: _Fields = (
     ("agent_stream.progress.current", "current", int),
     ("agent_stream.progress.total", "total", int),

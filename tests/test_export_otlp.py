@@ -90,12 +90,13 @@ def test_no_token_text_without_include_content(con, receiver):
     export_otlp(con, OtlpExportOptions(endpoint=receiver.http_endpoint))
     plain = b"".join(r.SerializeToString() for r in receiver.received)
     assert b"word0" not in plain and b"query #0" not in plain and b"look this up" not in plain
+    assert b"slow down" not in plain and b"searching" not in plain  # error and progress messages
     receiver.received.clear()
     # Content opt-in is a different version of each session: sent again without --all.
     report = export_otlp(con, OtlpExportOptions(endpoint=receiver.http_endpoint, include_content=True))
     assert report.sessions == 14
     rich = b"".join(r.SerializeToString() for r in receiver.received)
-    assert b"word0" in rich and b"query #0" in rich
+    assert b"word0" in rich and b"query #0" in rich and b"slow down" in rich and b"searching" in rich
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

@@ -106,11 +106,18 @@ def test_failures_are_error_statuses_with_clear_messages():
     assert tool_error[1].status == "ok"
 
     errored = session_spans(session_trace(scenario("error_then_done")))
-    assert errored[0].status == "error" and "rate_limit: slow down" in errored[0].status_message
+    assert errored[0].status == "error" and "first: rate_limit" in errored[0].status_message
     chat = by_name(errored, "chat")[0]
     error_event = next(e for e in chat.events if e.name == "error")
     assert error_event.attributes["exception.type"] == "rate_limit"
     assert chat.status == "error"
+    # The error's message and details may quote the user: only with content opted in.
+    assert not any("slow down" in v or "retry" in v for v in all_values(errored))
+    rich = session_spans(session_trace(scenario("error_then_done")), include_content=True)
+    assert "rate_limit: slow down" in rich[0].status_message
+    rich_event = next(e for e in by_name(rich, "chat")[0].events if e.name == "error")
+    assert rich_event.attributes["exception.message"] == "slow down"
+    assert json.loads(rich_event.attributes["agent_stream.error.details"]) == {"retry": 1}
 
     still_open = session_spans(session_trace(scenario("crash"), outcome="open"))
     assert still_open[0].status == "unset"
@@ -123,6 +130,11 @@ def test_progress_and_creation_become_span_events():
     assert names == ["thinking", "progress", "creation"]
     progress = chat.events[1]
     assert progress.attributes["agent_stream.progress.percentage"] == 40
+    assert progress.attributes["agent_stream.progress.step"] == "search"
+    # The progress message is content (hook/redaction.py): only with content opted in.
+    assert "agent_stream.progress.message" not in progress.attributes
+    rich = by_name(session_spans(session_trace(scenario("progress")), include_content=True), "chat")[0]
+    assert rich.events[1].attributes["agent_stream.progress.message"] == "searching"
     assert all(chat.start_ns <= e.time_ns <= chat.end_ns for e in chat.events)
 
 
