@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +28,19 @@ _SANDBOX = {
     "autoload_known_extensions": False,
     "allow_community_extensions": False,
 }
+
+
+@functools.cache
+def _sandbox_temp_dir() -> str:
+    """A private directory (mode 700, removed at exit) where sandboxed connections spill.
+
+    Why: DuckDB lets SQL write into its temporary directory even with external access off (it
+    stays on the allowed list), and that is `<db>.tmp/` beside the database by default, where
+    `COPY ... TO` then wrote files. Without any temporary directory a large query could not
+    spill and failed out of memory instead; here it spills where nothing else reads."""
+    path = tempfile.mkdtemp(prefix="agent-stream-sql-")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def connect(
@@ -52,7 +69,8 @@ def connect(
     except OSError as exc:  # a directory on the way cannot be entered or made
         raise DatabaseError(f"cannot open {path}: {exc.strerror or exc}") from None
     try:
-        con = duckdb.connect(str(path), read_only=read_only, config=_SANDBOX if sandboxed else {})
+        config = {**_SANDBOX, "temp_directory": _sandbox_temp_dir()} if sandboxed else {}
+        con = duckdb.connect(str(path), read_only=read_only, config=config)
         if sandboxed:
             con.execute("SET TimeZone = 'UTC'")
             con.execute("SET lock_configuration = true")

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from agent_stream_trace import TraceStore
 from agent_stream_trace.cli import COMMANDS
+from agent_stream_trace.errors import UsageError
 from ingest_support import event, header, new_sid, write
 
 README = Path(__file__).parents[1] / "README.md"
@@ -159,10 +161,21 @@ def test_query_reads_its_database_and_nothing_else(tmp_path, db_path, upstream_s
         "SET enable_external_access = true",
         "INSTALL httpfs",  # extensions
     ]
+    # DuckDB's own temporary directory stays writable to SQL: by default it is <db>.tmp/
+    spill = Path(f"{db_path}.tmp")
+    spill.mkdir()
+    attempts.append(f"COPY (SELECT * FROM sessions) TO '{spill / 'out.csv'}'")
     for sql in attempts:
         out = run("query", "--db", str(db_path), sql)
         assert out.returncode == 2 and out.stderr.startswith("error:") and "Traceback" not in out.stderr, (sql, out.stderr)
-    assert not (tmp_path / "out.csv").exists() and not (tmp_path / "dump").exists()
+    assert not (tmp_path / "out.csv").exists() and not (tmp_path / "dump").exists() and not any(spill.iterdir())
+    # TraceStore.sql (the Python API, for a dashboard say) is held to the same rules
+    with TraceStore(db_path) as store:
+        for sql in attempts[:5] + attempts[-1:]:
+            with pytest.raises(UsageError):
+                store.sql(sql)
+        assert store.sql("SELECT count(*) AS n FROM sessions")["n"][0] == 25
+    assert not (tmp_path / "out.csv").exists() and not (tmp_path / "dump").exists() and not any(spill.iterdir())
     assert run("query", "--db", str(other), "--format", "csv", "SELECT count(*) AS n FROM sessions").stdout.split() == ["n", "25"]
     utc = run("query", "--db", str(db_path), "--format", "csv", "SELECT current_setting('TimeZone') AS tz")
     assert utc.stdout.split() == ["tz", "UTC"]

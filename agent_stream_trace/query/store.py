@@ -111,11 +111,12 @@ class TraceStore:
             self._owned = False
 
     def _open(self) -> duckdb.DuckDBPyConnection:
-        con = connect(self.db_path, read_only=True)
+        # Sandboxed as `query` is: `sql()` runs SQL from whoever calls it (a dashboard's user,
+        # say), which must read this database and nothing else. Timestamps come back in UTC
+        # whatever the machine's zone (the sandbox sets it): reports are comparable.
+        con = connect(self.db_path, read_only=True, sandboxed=True)
         try:
             require_metrics(con)
-            # Timestamps come back in UTC whatever the machine's zone: reports are comparable.
-            con.execute("SET TimeZone = 'UTC'")
         except BaseException:
             con.close()
             raise
