@@ -211,6 +211,31 @@ def test_cli_unreachable_is_one_line_and_exit_1(db_path, capsys):
     assert err[0].startswith("error: could not deliver") and err[1].startswith("hint:") and len(err) == 2
 
 
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_credentials_are_never_printed_or_stored(db_path, receiver, capsys, protocol):
+    """A password in the endpoint URL, or a --header given the wrong way (likely a token), is
+    never echoed, nor stored in the database where `query` could read it."""
+    con = connect(db_path)
+    add_session(con, scenario("plain"))
+    con.close()
+    dead = dead_endpoint().replace("http://", "http://bob:hunter2@")
+    assert main(["export", "otlp", "--db", str(db_path), "--endpoint", dead, "--protocol", protocol, "--timeout", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "could not deliver to http://***@127.0.0.1" in err and "hunter2" not in err
+    live = (receiver.http_endpoint if protocol == "http/protobuf" else receiver.grpc_endpoint).replace("://", "://bob:hunter2@")
+    if protocol == "http/protobuf":  # gRPC has no user info in its target: only the failure above
+        assert main(["export", "otlp", "--db", str(db_path), "--endpoint", live, "--protocol", protocol]) == 0
+        out = capsys.readouterr().out
+        assert "sent" in out and "hunter2" not in out and "***@" in out
+        con = connect(db_path)
+        stored = [d for (d,) in con.execute("SELECT DISTINCT destination FROM _export_otlp_sent").fetchall()]
+        con.close()
+        assert stored == [f"{protocol} {live.replace('bob:hunter2', '***')}/v1/traces"]
+    assert main(["export", "otlp", "--db", str(db_path), "--header", "Authorization: Bearer s3cr3t", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "--header wants KEY=VALUE" in err and "s3cr3t" not in err
+
+
 def test_export_leaves_the_garbage_collector_as_it_found_it(con, receiver):
     import gc
 

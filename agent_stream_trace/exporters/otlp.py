@@ -164,15 +164,15 @@ def _requests(
 
 
 def _failure_message(settings: OtlpSettings, result: SendResult) -> ExportError:
-    where = settings.endpoint
+    where, status, detail = settings.shown_endpoint, settings.redact(result.status), settings.redact(result.detail)
     if result.retryable:
         return ExportError(
-            f"could not deliver to {where}: {result.status} {result.detail}".rstrip()
+            f"could not deliver to {where}: {status} {detail}".rstrip()
             + f" (gave up retrying after {settings.timeout_s:g}s); nothing more was marked as sent",
             hint="is the collector running and reachable? re-run the export to resume",
         )
     return ExportError(
-        f"{where} refused the spans: {result.status} {result.detail}".rstrip() + " (not retried)",
+        f"{where} refused the spans: {status} {detail}".rstrip() + " (not retried)",
         hint="check --endpoint (HTTP posts to <endpoint>/v1/traces), --protocol and auth headers (--header K=V)",
     )
 

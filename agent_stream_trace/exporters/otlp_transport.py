@@ -47,8 +47,31 @@ class OtlpSettings:
 
     @property
     def destination(self) -> str:
-        """The key under which the database remembers what this backend acknowledged."""
-        return f"{self.protocol} {self.endpoint}"
+        """The key under which the database remembers what this backend acknowledged (stored,
+        and printed: without a password the endpoint URL may carry)."""
+        return f"{self.protocol} {self.shown_endpoint}"
+
+    @property
+    def shown_endpoint(self) -> str:
+        """The endpoint as messages show it: `user:password@` in the URL becomes `***@`."""
+        return without_userinfo(self.endpoint)
+
+    def redact(self, text: str) -> str:
+        """`text` (a transport's error message, say) without the endpoint's user info."""
+        info = _userinfo(self.endpoint)
+        return text.replace(info, "***") if info else text
+
+
+def _userinfo(url: str) -> str:
+    """The `user:password` part of a URL's authority, or ''."""
+    rest = url.split("://", 1)[-1]
+    authority = rest.split("/", 1)[0]
+    return authority.rpartition("@")[0]
+
+
+def without_userinfo(url: str) -> str:
+    info = _userinfo(url)
+    return url.replace(info + "@", "***@", 1) if info else url
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +101,9 @@ def parse_headers(items: Sequence[str]) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise UsageError(f"--header wants KEY=VALUE, got {item!r}")
+            # The argument is not echoed: it is likely a secret ("Authorization: Bearer ...").
+            raise UsageError("--header wants KEY=VALUE (one was given without '=', or without a key)",
+                             hint="e.g. --header 'authorization=Bearer TOKEN'")
         headers[key.strip().lower()] = value.strip()
     return headers
 
