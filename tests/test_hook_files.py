@@ -137,6 +137,8 @@ def test_time_rotation_in_a_directory_gives_per_process_files(tmp_path):
     recorder.close()
     files = sorted(directory.iterdir())
     assert all(f.name.startswith("api-") and f"-{os.getpid()}-" in f.name and f.suffix == ".jsonl" for f in files)
+    # They hold prompts and tokens: no access for other users, whatever the umask allows.
+    assert all(f.stat().st_mode & 0o007 == 0 for f in files)
     # The second file opens with the continuation header of the session still running.
     first, second = recording_lines([files[0]]), recording_lines([files[1]])
     assert "session" in second[0] and second[0] == first[0]

@@ -74,6 +74,9 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
+RECORDING_MODE = 0o640
+
+
 class _FdSink:
     """Shared descriptor handling: lazy open, size and age for rotation, close on error."""
 
@@ -87,7 +90,9 @@ class _FdSink:
 
     def _open(self, path: Path, flags: int) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(path, flags, 0o644)
+        # Recordings hold prompts and model output: readable by the owner and its group (an
+        # ingest run as another user of the group), not by every user of the machine.
+        self._fd = os.open(path, flags, RECORDING_MODE)
         self._size = os.fstat(self._fd).st_size
         self._opened_at = time.monotonic()
         self.current = path
