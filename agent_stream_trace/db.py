@@ -32,13 +32,17 @@ _SANDBOX = {
 
 @functools.cache
 def _sandbox_temp_dir() -> str:
-    """A private directory (mode 700, removed at exit) where sandboxed connections spill.
+    """A private directory (mode 700, removed at exit) where sandboxed connections spill, or ''
+    (no spilling) where none can be made (a read-only file system).
 
     Why: DuckDB lets SQL write into its temporary directory even with external access off (it
     stays on the allowed list), and that is `<db>.tmp/` beside the database by default, where
     `COPY ... TO` then wrote files. Without any temporary directory a large query could not
     spill and failed out of memory instead; here it spills where nothing else reads."""
-    path = tempfile.mkdtemp(prefix="agent-stream-sql-")
+    try:
+        path = tempfile.mkdtemp(prefix="agent-stream-sql-")
+    except OSError:
+        return ""
     atexit.register(shutil.rmtree, path, ignore_errors=True)
     return path
 
@@ -71,8 +75,10 @@ def connect(
     try:
         config = {**_SANDBOX, "temp_directory": _sandbox_temp_dir()} if sandboxed else {}
         con = duckdb.connect(str(path), read_only=read_only, config=config)
-        if sandboxed:
-            con.execute("SET TimeZone = 'UTC'")
+        if sandboxed and not con.execute("SELECT current_setting('lock_configuration')").fetchone()[0]:  # type: ignore[index]
+            # Once per database instance: a second sandboxed connection in the process shares
+            # the first's (locked) configuration, UTC included.
+            con.execute("SET GLOBAL TimeZone = 'UTC'")
             con.execute("SET lock_configuration = true")
     except duckdb.Error as exc:
         # DuckDB lets one process write a database file, and none other open it meanwhile.

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+import duckdb
 import pytest
 
-from agent_stream_trace import TraceStore
 from agent_stream_trace.cli import COMMANDS
-from agent_stream_trace.errors import UsageError
+import agent_stream_trace.db as dbmod
+from agent_stream_trace.db import connect
 from ingest_support import event, header, new_sid, write
 
 README = Path(__file__).parents[1] / "README.md"
@@ -169,16 +172,33 @@ def test_query_reads_its_database_and_nothing_else(tmp_path, db_path, upstream_s
         out = run("query", "--db", str(db_path), sql)
         assert out.returncode == 2 and out.stderr.startswith("error:") and "Traceback" not in out.stderr, (sql, out.stderr)
     assert not (tmp_path / "out.csv").exists() and not (tmp_path / "dump").exists() and not any(spill.iterdir())
-    # TraceStore.sql (the Python API, for a dashboard say) is held to the same rules
-    with TraceStore(db_path) as store:
-        for sql in attempts[:5] + attempts[-1:]:
-            with pytest.raises(UsageError):
-                store.sql(sql)
-        assert store.sql("SELECT count(*) AS n FROM sessions")["n"][0] == 25
-    assert not (tmp_path / "out.csv").exists() and not (tmp_path / "dump").exists() and not any(spill.iterdir())
+    # Sandboxed connections in one process (a server's, one per request) share the rules and UTC
+    first = connect(db_path, read_only=True, sandboxed=True)
+    second = connect(db_path, read_only=True, sandboxed=True)
+    for con in (first, second):
+        assert con.execute("SELECT current_setting('TimeZone')").fetchone() == ("UTC",)
+        with pytest.raises(duckdb.Error):
+            con.execute(f"COPY (SELECT 1) TO '{spill / 'out.csv'}'")
+    first.close()
+    second.close()
+    assert not any(spill.iterdir())
     assert run("query", "--db", str(other), "--format", "csv", "SELECT count(*) AS n FROM sessions").stdout.split() == ["n", "25"]
     utc = run("query", "--db", str(db_path), "--format", "csv", "SELECT current_setting('TimeZone') AS tz")
     assert utc.stdout.split() == ["tz", "UTC"]
+
+
+def test_a_sandboxed_connection_opens_without_a_temporary_directory(tmp_path, db_path, monkeypatch, upstream_sequential):
+    """Where no private spill directory can be made (a read-only file system), SQL still runs,
+    without spilling: a read command must not fail for want of one."""
+    assert run("ingest", str(upstream_sequential), "--db", str(db_path), "--open-window", "0").returncode == 0
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    monkeypatch.setattr(dbmod, "_sandbox_temp_dir", functools.cache(dbmod._sandbox_temp_dir.__wrapped__))
+    con = dbmod.connect(db_path, read_only=True, sandboxed=True)
+    try:
+        assert con.execute("SELECT count(*) FROM sessions").fetchone() == (25,)
+        assert con.execute("SELECT current_setting('temp_directory')").fetchone() == ("",)
+    finally:
+        con.close()
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="watches the process through /proc")

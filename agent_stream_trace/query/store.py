@@ -111,12 +111,15 @@ class TraceStore:
             self._owned = False
 
     def _open(self) -> duckdb.DuckDBPyConnection:
-        # Sandboxed as `query` is: `sql()` runs SQL from whoever calls it (a dashboard's user,
-        # say), which must read this database and nothing else. Timestamps come back in UTC
-        # whatever the machine's zone (the sandbox sets it): reports are comparable.
-        con = connect(self.db_path, read_only=True, sandboxed=True)
+        # Read-only, not sandboxed: this is a Python API, whose caller can read files anyway, and
+        # a sandboxed connection could not share the process's database with a plain one (a
+        # notebook's duckdb.connect). To serve SQL typed by others, open it as `query` does:
+        # db.connect(path, read_only=True, sandboxed=True).
+        con = connect(self.db_path, read_only=True)
         try:
             require_metrics(con)
+            # Timestamps come back in UTC whatever the machine's zone: reports are comparable.
+            con.execute("SET TimeZone = 'UTC'")
         except BaseException:
             con.close()
             raise
