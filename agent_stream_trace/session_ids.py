@@ -24,16 +24,21 @@ def resolve_session_id(con: duckdb.DuckDBPyConnection, prefix: str, side: str | 
     if not wanted:
         raise UsageError("give a session id (or a unique prefix of one)")
     rows = con.execute(_MATCHES, {"prefix": wanted}).fetchall()
-    ids = sorted({session_id for session_id, _ in rows})
-    if not ids:
+    if not rows:
         raise UsageError(f"no session id starts with {prefix!r}", hint="list sessions with: agent-stream-trace sessions")
+    if side is not None:
+        # The side narrows the prefix first: 'a' may name one session with a client side.
+        on_side = [row for row in rows if row[1] == side]
+        if not on_side:
+            found = sorted({session_id for session_id, _ in rows})
+            if len(found) == 1:
+                sides = sorted({s for _, s in rows})
+                raise UsageError(f"session {found[0]} has no {side} side (recorded: {', '.join(sides)})",
+                                 hint=f"drop --side, or use --side {sides[0]}")
+            raise UsageError(f"no session id starting with {prefix!r} has a {side} side")
+        rows = on_side
+    ids = sorted({session_id for session_id, _ in rows})
     if len(ids) > 1:
         shown = ", ".join(ids[:5]) + (" ..." if len(ids) > 5 else "")
         raise UsageError(f"{prefix!r} matches {len(ids)} sessions: {shown}", hint="give more characters of the id")
-    sides = [s for _, s in rows]
-    if side is not None:
-        if side not in sides:
-            raise UsageError(f"session {ids[0]} has no {side} side (recorded: {', '.join(sides)})",
-                             hint=f"drop --side, or use --side {sides[0]}")
-        sides = [side]
-    return ids[0], sides
+    return ids[0], [s for _, s in rows]

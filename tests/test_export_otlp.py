@@ -196,6 +196,14 @@ def test_cli_dry_run_json_sends_nothing(db_path, receiver, capsys):
     assert json.loads(capsys.readouterr().out) == spans
     assert main([*dry_run, "--session", "ffffffff-none"]) == 2
     assert "no session id starts with 'ffffffff-none'" in capsys.readouterr().err
+    # an ambiguous session named is said to be left out, unless asked for
+    add_session(con := connect(db_path), scenario("plain"), session_id=(unsure := str(uuid.uuid4())), attribution="ambiguous")
+    con.close()
+    assert main([*dry_run, "--session", unsure]) == 2
+    err = capsys.readouterr().err
+    assert f"session {unsure} is ambiguous" in err and "--include-ambiguous" in err
+    assert main([*dry_run, "--session", unsure, "--include-ambiguous"]) == 0
+    assert {s["trace_id"] for s in json.loads(capsys.readouterr().out)} == {unsure.replace("-", "")}
     assert receiver.requests == 0
     con = connect(db_path)
     assert marked(con) == 0

@@ -249,6 +249,17 @@ def test_show_timeline(tmp_path: Path, db_path: Path, capsys: pytest.CaptureFixt
     assert main(["show", cases["crash"]["id"][:8], "--side", "client", "--db", str(db_path)]) == 2
     err = capsys.readouterr().err
     assert f"session {cases['crash']['id']} has no client side (recorded: server)" in err
+    # --side narrows a prefix first: one of the sessions under '0000000' has a client side
+    client = "00000009-2222-4222-8222-222222222222"
+    start = datetime(2026, 11, 24, 11, 0, tzinfo=timezone.utc)
+    (tmp_path / "client.jsonl").write_text(dumps(header_record(client, start, side="client")) + "\n"
+                                           + dumps(event_record(client, 0, 0.1, "token", {"text": "hi"})) + "\n")
+    ingest([tmp_path / "client.jsonl"], IngestOptions(db=db_path, open_window=0))
+    capsys.readouterr()
+    assert main(["show", "0000000", "--side", "client", "--db", str(db_path)]) == 0
+    assert f"session   {client} (client)" in capsys.readouterr().out
+    assert main(["show", "0000000", "--side", "server", "--db", str(db_path)]) == 2
+    assert "matches 4 sessions" in capsys.readouterr().err
 
 
 def test_sessions_newest_first(tmp_path: Path, db_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,9 +7,13 @@ import json
 import logging
 import re
 from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
 
 from ..cli_support import add_db_argument, add_format_argument, print_frame
 from ..errors import UsageError
+
+if TYPE_CHECKING:
+    import duckdb
 
 DESCRIPTION = "Export sessions: as OpenTelemetry traces to an OTLP backend, or as Parquet files."
 
@@ -116,6 +120,8 @@ def _run_otlp(args: argparse.Namespace) -> int:
         # An id or a unique prefix, as `show` takes it; one that names no session is an error,
         # not an export of nothing.
         session_ids = tuple(resolve_session_id(con, prefix)[0] for prefix in args.session)
+        if session_ids and not args.include_ambiguous:
+            _refuse_ambiguous(con, session_ids)
         options = OtlpExportOptions(
             endpoint=args.endpoint, protocol=args.protocol, headers=tuple(args.header), timeout_s=args.timeout,
             since=args.since, session_ids=session_ids, include_content=args.include_content,
@@ -130,6 +136,19 @@ def _run_otlp(args: argparse.Namespace) -> int:
     print(f"sent {report.spans} spans of {report.sessions} sessions to {report.destination} "
           f"in {report.requests} requests ({report.seconds:.1f}s); {report.unchanged} unchanged sessions skipped")
     return 0
+
+
+def _refuse_ambiguous(con: duckdb.DuckDBPyConnection, session_ids: tuple[str, ...]) -> None:
+    """A session named with --session that is ambiguous would be left out without a word (an
+    export of nothing, exit 0): say so instead."""
+    (ambiguous,) = con.execute(
+        "SELECT list(DISTINCT session_id ORDER BY session_id) FROM sessions "
+        "WHERE session_id IN (SELECT unnest(?)) AND attribution = 'ambiguous'", [list(session_ids)]
+    ).fetchone()
+    if ambiguous:
+        raise UsageError(f"session {ambiguous[0]} is ambiguous: its lines could not be attributed with certainty"
+                         + (f" (and {len(ambiguous) - 1} more)" if len(ambiguous) > 1 else ""),
+                         hint="add --include-ambiguous to export it anyway")
 
 
 def _print_dry_run(spans: object, fmt: str) -> int:
