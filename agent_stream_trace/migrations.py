@@ -456,6 +456,22 @@ def m017_session_model_from_attrs(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+@migration
+def m018_export_destinations_without_passwords(con: duckdb.DuckDBPyConnection) -> None:
+    # The OTLP destination key held the endpoint URL as given, with any `user:password` in it,
+    # where `query` could read it. Keys now hide it (otlp_transport.hidden_userinfo); the stored
+    # ones are rewritten the same way, so that nothing is sent again after upgrading.
+    from .exporters.otlp_transport import destination_key
+
+    for (old,) in con.execute("SELECT DISTINCT destination FROM _export_otlp_sent WHERE contains(destination, '@')").fetchall():
+        protocol, _, endpoint = old.partition(" ")
+        new = destination_key(protocol, endpoint)
+        if new != old:
+            con.execute("INSERT INTO _export_otlp_sent SELECT ? AS destination, * EXCLUDE (destination) "
+                        "FROM _export_otlp_sent WHERE destination = ?", [new, old])
+            con.execute("DELETE FROM _export_otlp_sent WHERE destination = ?", [old])
+
+
 def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Apply pending migrations; return the names applied. Safe to call from every entry point.
 

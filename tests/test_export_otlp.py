@@ -229,19 +229,43 @@ def test_credentials_are_never_printed_or_stored(db_path, receiver, capsys, prot
     dead = dead_endpoint().replace("http://", "http://bob:hunter2@")
     assert main(["export", "otlp", "--db", str(db_path), "--endpoint", dead, "--protocol", protocol, "--timeout", "1"]) == 1
     err = capsys.readouterr().err
-    assert "could not deliver to http://***@127.0.0.1" in err and "hunter2" not in err
+    assert "could not deliver to http://***" in err and "@127.0.0.1" in err and "hunter2" not in err and "bob" not in err
     live = (receiver.http_endpoint if protocol == "http/protobuf" else receiver.grpc_endpoint).replace("://", "://bob:hunter2@")
     if protocol == "http/protobuf":  # gRPC has no user info in its target: only the failure above
         assert main(["export", "otlp", "--db", str(db_path), "--endpoint", live, "--protocol", protocol]) == 0
         out = capsys.readouterr().out
-        assert "sent" in out and "hunter2" not in out and "***@" in out
+        assert "sent" in out and "hunter2" not in out and "bob" not in out and "***" in out
         con = connect(db_path)
         stored = [d for (d,) in con.execute("SELECT DISTINCT destination FROM _export_otlp_sent").fetchall()]
+        assert len(stored) == 1 and "hunter2" not in stored[0] and "bob" not in stored[0]
+        # A database that stored the key with its password (before m018) has it hidden, under
+        # the key this version uses: nothing is sent again.
+        con.execute("UPDATE _export_otlp_sent SET destination = ?", [f"{protocol} {live}/v1/traces"])
+        con.execute("DELETE FROM _schema_migrations WHERE name = 'm018_export_destinations_without_passwords'")
         con.close()
-        assert stored == [f"{protocol} {live.replace('bob:hunter2', '***')}/v1/traces"]
+        con = connect(db_path)
+        assert [d for (d,) in con.execute("SELECT DISTINCT destination FROM _export_otlp_sent").fetchall()] == stored
+        con.close()
+        assert main(["export", "otlp", "--db", str(db_path), "--endpoint", live, "--protocol", protocol]) == 0
+        assert "sent 0 spans" in capsys.readouterr().out
+        # two users of one collector stay two destinations
+        other = live.replace("bob:hunter2", "eve:hunter3")
+        assert main(["export", "otlp", "--db", str(db_path), "--endpoint", other, "--protocol", protocol]) == 0
+        assert "sent 0 spans" not in capsys.readouterr().out
     assert main(["export", "otlp", "--db", str(db_path), "--header", "Authorization: Bearer s3cr3t", "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert "--header wants KEY=VALUE" in err and "s3cr3t" not in err
+
+
+def test_a_malformed_headers_variable_is_refused_without_quoting_it(db_path, capfd, monkeypatch):
+    con = connect(db_path)
+    add_session(con, scenario("plain"))
+    con.close()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-team=a,Authorization Bearer s3cr3t")
+    assert main(["export", "otlp", "--db", str(db_path), "--endpoint", dead_endpoint(), "--dry-run"]) == 2
+    out, err = capfd.readouterr()  # the file descriptors: a logging warning would land there too
+    assert "$OTEL_EXPORTER_OTLP_HEADERS holds an entry that is not KEY=VALUE" in err
+    assert "s3cr3t" not in out + err
 
 
 def test_export_leaves_the_garbage_collector_as_it_found_it(con, receiver):

@@ -11,10 +11,12 @@ ourselves instead of SDK span objects.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import MissingExtraError, UsageError
 
@@ -49,29 +51,39 @@ class OtlpSettings:
     def destination(self) -> str:
         """The key under which the database remembers what this backend acknowledged (stored,
         and printed: without a password the endpoint URL may carry)."""
-        return f"{self.protocol} {self.shown_endpoint}"
+        return destination_key(self.protocol, self.endpoint)
 
     @property
     def shown_endpoint(self) -> str:
-        """The endpoint as messages show it: `user:password@` in the URL becomes `***@`."""
-        return without_userinfo(self.endpoint)
+        """The endpoint as messages show it: its `user:password` replaced (see hidden_userinfo)."""
+        return hidden_userinfo(self.endpoint)
 
     def redact(self, text: str) -> str:
         """`text` (a transport's error message, say) without the endpoint's user info."""
-        info = _userinfo(self.endpoint)
-        return text.replace(info, "***") if info else text
+        info = urlsplit(self.endpoint).netloc.rpartition("@")[0]
+        if not info:
+            return text
+        text = text.replace(info + "@", _masked(info) + "@")
+        password = info.partition(":")[2]
+        return text.replace(password, "***") if len(password) >= 4 else text
 
 
-def _userinfo(url: str) -> str:
-    """The `user:password` part of a URL's authority, or ''."""
-    rest = url.split("://", 1)[-1]
-    authority = rest.split("/", 1)[0]
-    return authority.rpartition("@")[0]
+def destination_key(protocol: str, endpoint: str) -> str:
+    return f"{protocol} {hidden_userinfo(endpoint)}"
 
 
-def without_userinfo(url: str) -> str:
-    info = _userinfo(url)
-    return url.replace(info + "@", "***@", 1) if info else url
+def hidden_userinfo(url: str) -> str:
+    """`url` with the `user:password` of its authority replaced by `***` and a short hash of it:
+    never shown or stored, yet two users of one collector stay two destinations."""
+    parts = urlsplit(url)
+    info, at, host = parts.netloc.rpartition("@")
+    if not at:
+        return url
+    return urlunsplit(parts._replace(netloc=f"{_masked(info)}@{host}"))
+
+
+def _masked(info: str) -> str:
+    return "***" + hashlib.sha256(info.encode()).hexdigest()[:8]
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +147,12 @@ def resolve_settings(
     if env_headers:
         from opentelemetry.util.re import parse_env_headers
 
+        # OpenTelemetry skips an entry it cannot read with a warning that quotes it, a token
+        # likely ("Authorization Bearer ..."): refused here first, without quoting it.
+        if any("=" not in item or not item.partition("=")[0].strip() for item in env_headers.split(",") if item.strip()):
+            name = ENV_TRACES_HEADERS if _env(ENV_TRACES_HEADERS) else ENV_HEADERS
+            raise UsageError(f"${name} holds an entry that is not KEY=VALUE (not shown: it may be a secret)",
+                             hint="entries are comma-separated key=value pairs, e.g. authorization=Bearer%20TOKEN")
         merged.update(parse_env_headers(env_headers, liberal=True))
     merged.update(parse_headers(headers))
     if timeout_s is None:
