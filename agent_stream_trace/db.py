@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -70,11 +71,17 @@ def connect(
         if str(path) != ":memory:" and path.is_file() and not _is_duckdb_file(path):
             raise DatabaseError(f"cannot open {path}: it is not a DuckDB database file "
                                 "(--db names the database; name the recordings to read without --db)")
+        new = not read_only and str(path) != ":memory:" and not path.exists()
     except OSError as exc:  # a directory on the way cannot be entered or made
         raise DatabaseError(f"cannot open {path}: {exc.strerror or exc}") from None
     try:
         config = {**_SANDBOX, "temp_directory": _sandbox_temp_dir()} if sandboxed else {}
         con = duckdb.connect(str(path), read_only=read_only, config=config)
+        if new:
+            # The database holds prompts and model output (events.data): like recordings, not
+            # readable by other users, whatever the umask allows (DuckDB 2 will not take a file
+            # created beforehand with the mode: an empty file is not a database to it).
+            _no_access_for_others(path)
         if sandboxed and not con.execute("SELECT current_setting('lock_configuration')").fetchone()[0]:  # type: ignore[index]
             # Once per database instance: a second sandboxed connection in the process shares
             # the first's (locked) configuration, UTC included.
@@ -92,9 +99,18 @@ def connect(
     return con
 
 
+def _no_access_for_others(path: os.PathLike[str]) -> None:
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        if mode & 0o007:
+            os.chmod(path, mode & ~0o007)
+    except OSError:  # best effort: the database is usable either way
+        pass
+
+
 def _is_duckdb_file(path: os.PathLike[str]) -> bool:
-    """Whether the file is empty (DuckDB makes a database of it) or starts as a DuckDB
-    database does. Why check: DuckDB 2 opens an existing .jsonl or .csv given as the database
+    """Whether the file is empty (left to DuckDB, which refuses it with its own message) or
+    starts as a DuckDB database does. Why check: DuckDB 2 opens an existing .jsonl or .csv given as the database
     as an in-memory database with a view of that file, so an ingest into it reported success
     and kept nothing."""
     with open(path, "rb") as f:

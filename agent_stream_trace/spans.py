@@ -7,8 +7,9 @@
 
 thinking, progress, creation and error events become span events of the turn they happen in.
 Span ids are derived from (session, side, role, index), so exporting a session twice, or
-exporting what the hook already sent live, yields the same ids. Token text, thinking text and
-tool summaries are content: present only with `include_content=True` (GenAI conventions).
+exporting what the hook already sent live, yields the same ids. Token text, thinking text,
+tool summaries, creation items and the messages (and details) of error and progress events are
+content: present only with `include_content=True` (GenAI conventions).
 The output is plain data (`SpanSpec`); `exporters.otlp_encode` turns it into OTLP protobuf and
 `exporters.sdk_bridge` replays it through an OpenTelemetry SDK tracer.
 """

@@ -17,8 +17,8 @@ of the same start-up (target: each under 5%). The cron runs are short and the ma
 noisy, so each is timed five times, each after a no-op run, spread over the repeats (a few
 after each first run), and the best of each is kept; a kept corpus (--keep) is cut back to its
 size afterwards, so the next run measures the same files. For reading the 1% append against
-what every run with new lines costs, a run after appending a few sessions (one per file's
-worth, ~1k lines) is timed the same way (no target).
+what every run with new lines costs, a run after appending a few sessions (as many as there are
+files, spread over some of them: ~1k lines) is timed the same way (no target).
 """
 
 from __future__ import annotations

@@ -187,6 +187,19 @@ def test_query_reads_its_database_and_nothing_else(tmp_path, db_path, upstream_s
     assert utc.stdout.split() == ["tz", "UTC"]
 
 
+def test_a_new_database_is_not_readable_by_other_users(tmp_path, upstream_sequential):
+    """It holds prompts and model output, as the recordings do: created 0640 in the directories
+    --db names (made if missing), whatever the umask lets others read."""
+    db = tmp_path / "new" / "dir" / "trace.duckdb"
+    old = os.umask(0o022)
+    try:
+        assert run("ingest", str(upstream_sequential), "--db", str(db), "--open-window", "0").returncode == 0
+    finally:
+        os.umask(old)
+    assert db.stat().st_mode & 0o777 == 0o640
+    assert run("query", "--db", str(db), "--format", "csv", "SELECT count(*) AS n FROM sessions").stdout.split() == ["n", "25"]
+
+
 def test_a_sandboxed_connection_opens_without_a_temporary_directory(tmp_path, db_path, monkeypatch, upstream_sequential):
     """Where no private spill directory can be made (a read-only file system), SQL still runs,
     without spilling: a read command must not fail for want of one."""

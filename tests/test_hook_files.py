@@ -54,6 +54,9 @@ def parsed(items: list[str]) -> list[tuple[str, dict]]:
 
 def test_lines_reach_the_os_while_the_session_is_still_open(tmp_path):
     path = tmp_path / "rec.jsonl"
+    # left readable by all (by an older version, say): appending to it takes that away
+    path.touch()
+    path.chmod(0o644)
     recorder = TraceRecorder(path, flush_interval_s=0.02)
     release = asyncio.Event()
 
@@ -77,6 +80,7 @@ def test_lines_reach_the_os_while_the_session_is_still_open(tmp_path):
     assert asyncio.run(main())
     recorder.close()
     assert [r.get("event") for r in recording_lines([path])] == [None, "token", "done", "_end"]
+    assert path.stat().st_mode & 0o777 == 0o640
 
 
 def test_size_rotation_repeats_open_sessions_headers_so_each_file_stands_alone(tmp_path, db_path):

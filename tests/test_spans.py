@@ -1,4 +1,4 @@
-"""The session → span mapping, tested by value (docs/export.md, the session → span mapping)."""
+"""The session → span mapping, tested by value (docs/export.md, "Every session as an OpenTelemetry trace")."""
 
 from __future__ import annotations
 

@@ -76,7 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     otlp.add_argument("--session", action="append", default=[], metavar="ID",
                       help="only this session: its id or a unique prefix, as show takes it (repeatable)")
     otlp.add_argument("--include-content", action="store_true",
-                      help="include token text, thinking text and tool summaries (left out by default)")
+                      help="include token text, thinking text, tool summaries, creation items and the "
+                           "messages of error and progress events (left out by default)")
     otlp.add_argument("--include-ambiguous", action="store_true",
                       help="also sessions whose lines could not be attributed with certainty")
     otlp.add_argument("--all", action="store_true", dest="resend_all",
