@@ -231,7 +231,8 @@ def test_migration_fills_text_chars_of_events_stored_before_it(tmp_path):
                                        "m009_session_headers_unkeyed", "m010_events_row_group_bound",
                                        "m011_session_stats_unkeyed", "m012_events_row_group_bound_counted",
                                        "m013_events_keyed", "m014_summaries_keyed", "m015_headers_keyed",
-                                       "m016_session_keys_by_uuid", "m017_session_model_from_attrs"]
+                                       "m016_session_keys_by_uuid", "m017_session_model_from_attrs",
+                                       "m018_export_destinations_without_passwords"]
     assert con.execute("SELECT session_id, seq, text_chars FROM events WHERE event = 'token' OR seq = 2 ORDER BY ALL").fetchall() == [
         ("s", 1, 2), ("s", 1, 5), ("s", 2, None)]
     # m013 keeps every row, with its session, side and file, behind the view of the same columns
