@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import socket
-import stat
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ import duckdb
 
 from .config import resolve_db_path
 from .errors import DUCKDB_INTERRUPTED, DatabaseError
+from .private_files import no_access_for_others
 
 # What a connection for SQL a person typed (agent-stream-trace query) may not do. Read-only
 # alone still let such SQL write files (COPY ... TO, EXPORT DATABASE), read any file the user
@@ -81,7 +81,7 @@ def connect(
             # The database holds prompts and model output (events.data): like recordings, not
             # readable by other users, whatever the umask allows (DuckDB 2 will not take a file
             # created beforehand with the mode: an empty file is not a database to it).
-            _no_access_for_others(path)
+            no_access_for_others(path)
         if sandboxed and not con.execute("SELECT current_setting('lock_configuration')").fetchone()[0]:  # type: ignore[index]
             # Once per database instance: a second sandboxed connection in the process shares
             # the first's (locked) configuration, UTC included.
@@ -97,15 +97,6 @@ def connect(
 
         migrate(con)
     return con
-
-
-def _no_access_for_others(path: os.PathLike[str]) -> None:
-    try:
-        mode = stat.S_IMODE(os.stat(path).st_mode)
-        if mode & 0o007:
-            os.chmod(path, mode & ~0o007)
-    except OSError:  # best effort: the database is usable either way
-        pass
 
 
 def _is_duckdb_file(path: os.PathLike[str]) -> bool:

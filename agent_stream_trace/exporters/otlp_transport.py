@@ -60,7 +60,7 @@ class OtlpSettings:
 
     def redact(self, text: str) -> str:
         """`text` (a transport's error message, say) without the endpoint's user info."""
-        info = urlsplit(self.endpoint).netloc.rpartition("@")[0]
+        info = _userinfo(self.endpoint)
         if not info:
             return text
         text = text.replace(info + "@", _masked(info) + "@")
@@ -75,11 +75,17 @@ def destination_key(protocol: str, endpoint: str) -> str:
 def hidden_userinfo(url: str) -> str:
     """`url` with the `user:password` of its authority replaced by `***` and a short hash of it:
     never shown or stored, yet two users of one collector stay two destinations."""
-    parts = urlsplit(url)
-    info, at, host = parts.netloc.rpartition("@")
-    if not at:
+    info = _userinfo(url)
+    if not info:
         return url
-    return urlunsplit(parts._replace(netloc=f"{_masked(info)}@{host}"))
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=f"{_masked(info)}@{parts.netloc.rpartition('@')[2]}"))
+
+
+def _userinfo(url: str) -> str:
+    """The `user:password` of the URL's authority ('' without): parsed as a URL, so an '@' in
+    its path, query or fragment is not taken for one."""
+    return urlsplit(url).netloc.rpartition("@")[0]
 
 
 def _masked(info: str) -> str:

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import io
 import os
-import stat
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Protocol
+
+from ..private_files import RECORDING_MODE, no_access_for_others
 
 _OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
 
@@ -75,21 +76,6 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-RECORDING_MODE = 0o640
-
-
-def _no_access_for_others(fd: int) -> None:
-    """Take other users' access from a recording this process appends to, which an older version
-    (or another tool) may have created readable by all. Best effort: a file someone else owns
-    keeps its mode, and recording goes on."""
-    try:
-        mode = stat.S_IMODE(os.fstat(fd).st_mode)
-        if mode & 0o007:
-            os.fchmod(fd, mode & ~0o007)
-    except OSError:
-        pass
-
-
 class _FdSink:
     """Shared descriptor handling: lazy open, size and age for rotation, close on error."""
 
@@ -106,7 +92,7 @@ class _FdSink:
         # Recordings hold prompts and model output: readable by the owner and its group (an
         # ingest run as another user of the group), not by every user of the machine.
         self._fd = os.open(path, flags, RECORDING_MODE)
-        _no_access_for_others(self._fd)
+        no_access_for_others(self._fd)  # one left readable by all (an older version's)
         self._size = os.fstat(self._fd).st_size
         self._opened_at = time.monotonic()
         self.current = path

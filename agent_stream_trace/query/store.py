@@ -54,7 +54,6 @@ ORDER BY started_t NULLS LAST, tool_use_id
 """
 
 
-
 @dataclass(frozen=True)
 class SessionDetail:
     """One session: its `sessions` row, its lines in order (with the gap before each), and
