@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 # Only what a baseline process needs is imported here: each of (a) and (b) runs as this
@@ -99,6 +100,7 @@ def json_loads_loader(files: list[Path], db: Path, batch: int = 200_000) -> None
 
 
 CRON_REPEAT = 5
+APPENDED_START = datetime(2026, 11, 24, tzinfo=timezone.utc)
 
 
 def core_check() -> str:
@@ -210,15 +212,18 @@ def main() -> None:
         noops.append(cli_ingest([empty], work / "noop.duckdb"))
         return run()
 
+    # The appended corpora are made again in every run, so they get a fixed period: by default
+    # the simulator's moves with the clock, hour by hour, and with it what the sessions hold.
     extra = work / "extra"
     shutil.rmtree(extra, ignore_errors=True)
-    simulate(SimulationOptions(sessions=max(args.sessions // 100, 1), seed=2, out=extra, files=args.files))
+    simulate(SimulationOptions(sessions=max(args.sessions // 100, 1), seed=2, out=extra, files=args.files,
+                               start=APPENDED_START))
     # A run's floor: a few sessions appended (about a thousand lines). Most of a cron run's cost
     # is fixed (planning ~45 statements, the commit's checkpoint), whatever it adds: timed so
     # that the 1% append can be read against it (no target).
     few = work / "extra-few"
     shutil.rmtree(few, ignore_errors=True)
-    simulate(SimulationOptions(sessions=args.files, seed=3, out=few, files=args.files))
+    simulate(SimulationOptions(sessions=args.files, seed=3, out=few, files=args.files, start=APPENDED_START))
     few_lines = count_lines(sorted(few.glob("*.jsonl")))
     sizes = {f: f.stat().st_size for f in files}
     before = work / "c-before-append.duckdb"

@@ -17,7 +17,8 @@ call tools with lognormal latencies, and arrive in bursts over a period that end
 interleaved inside each file the way concurrent requests of one server worker are. A share
 of them fail (server exception, client disconnect, returned without done, proxy idle cut
 after 60-90 s of silence, sometimes with an orphaned tool) and a few stall for 15-40 s. The
-same --seed writes byte-identical files."""
+same --seed and --start write byte-identical files (without --start, the period moves with
+the clock, hour by hour, and with it the sessions)."""
 
 EPILOG = """\
 examples:
@@ -51,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sessions", type=int, default=defaults.sessions, metavar="N",
                         help=f"number of sessions (default: {defaults.sessions})")
     parser.add_argument("--seed", type=int, default=defaults.seed,
-                        help=f"random seed; the same seed writes the same bytes (default: {defaults.seed})")
+                        help=f"random seed; the same seed and --start write the same bytes (default: {defaults.seed})")
     parser.add_argument("--out", type=Path, default=defaults.out, metavar="DIR",
                         help=f"directory to write into, created if missing (default: {defaults.out}/)")
     parser.add_argument("--files", type=int, default=defaults.files, metavar="K",
