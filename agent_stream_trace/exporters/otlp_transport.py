@@ -11,12 +11,12 @@ ourselves instead of SDK span objects.
 
 from __future__ import annotations
 
-import hashlib
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from ..errors import MissingExtraError, UsageError
 
@@ -55,41 +55,41 @@ class OtlpSettings:
 
     @property
     def shown_endpoint(self) -> str:
-        """The endpoint as messages show it: its `user:password` replaced (see hidden_userinfo)."""
-        return hidden_userinfo(self.endpoint)
+        """The endpoint as messages show it: its password replaced (see hidden_password)."""
+        return hidden_password(self.endpoint)
 
     def redact(self, text: str) -> str:
-        """`text` (a transport's error message, say) without the endpoint's user info."""
-        info = _userinfo(self.endpoint)
-        if not info:
+        """`text` (a transport's error message, say) without the endpoint's password."""
+        user, password = _credentials(self.endpoint)
+        if not password:
             return text
-        text = text.replace(info + "@", _masked(info) + "@")
-        password = info.partition(":")[2]
+        text = text.replace(f"{user}:{password}@", f"{user}:***@")
         return text.replace(password, "***") if len(password) >= 4 else text
 
 
 def destination_key(protocol: str, endpoint: str) -> str:
-    return f"{protocol} {hidden_userinfo(endpoint)}"
+    return f"{protocol} {hidden_password(endpoint)}"
 
 
-def hidden_userinfo(url: str) -> str:
-    """`url` with the `user:password` of its authority replaced by `***` and a short hash of it:
-    never shown or stored, yet two users of one collector stay two destinations."""
-    info = _userinfo(url)
-    if not info:
-        return url
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(netloc=f"{_masked(info)}@{parts.netloc.rpartition('@')[2]}"))
+def hidden_password(url: str) -> str:
+    """`url` with the password of its `user:password@` replaced by `***`: never shown or stored
+    (nor anything derived from it, which could be guessed back), while two users of one
+    collector stay two destinations, and a new password keeps the destination."""
+    user, password = _credentials(url)
+    return url.replace(f"{user}:{password}@", f"{user}:***@", 1) if password else url
 
 
-def _userinfo(url: str) -> str:
-    """The `user:password` of the URL's authority ('' without): parsed as a URL, so an '@' in
-    its path, query or fragment is not taken for one."""
-    return urlsplit(url).netloc.rpartition("@")[0]
-
-
-def _masked(info: str) -> str:
-    return "***" + hashlib.sha256(info.encode()).hexdigest()[:8]
+def _credentials(url: str) -> tuple[str, str]:
+    """(user, password) of the URL's authority, '' where absent. Parsed as a URL, so an '@' in
+    its path, query or fragment is not taken for them; a URL without scheme ('user:pw@host:4317')
+    is read as an authority, and one that does not parse by its text before the first '/'."""
+    try:
+        authority = urlsplit(url if "://" in url else "//" + url).netloc
+    except ValueError:  # e.g. an unclosed IPv6 bracket: the exporter reports the URL itself
+        authority = url.split("://", 1)[-1].split("/", 1)[0]
+    info = authority.rpartition("@")[0]
+    user, _, password = info.partition(":")
+    return user, password
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,18 +148,35 @@ def resolve_settings(
         if "://" not in base:
             base = f"http://{base}"
         url = base.rstrip("/") + TRACES_PATH if proto == "http/protobuf" else base
+    try:
+        urlsplit(url if "://" in url else "//" + url)
+    except ValueError as exc:  # the exporters raise it later, as a traceback
+        raise UsageError(f"the OTLP endpoint {hidden_password(url)} is not a valid URL: {exc}") from None
     merged: dict[str, str] = {}
     env_headers = _env(ENV_TRACES_HEADERS, ENV_HEADERS)
     if env_headers:
         from opentelemetry.util.re import parse_env_headers
 
         # OpenTelemetry skips an entry it cannot read with a warning that quotes it, a token
-        # likely ("Authorization Bearer ..."): refused here first, without quoting it.
-        if any("=" not in item or not item.partition("=")[0].strip() for item in env_headers.split(",") if item.strip()):
+        # likely ("Authorization: Bearer ..."): its warning is held back here, and the variable
+        # refused without quoting it (its own rules decide what it cannot read).
+        refused: list[logging.LogRecord] = []
+
+        def hold(record: logging.LogRecord) -> bool:
+            refused.append(record)
+            return False
+
+        otel_log = logging.getLogger("opentelemetry.util.re")
+        otel_log.addFilter(hold)
+        try:
+            parsed = parse_env_headers(env_headers, liberal=True)
+        finally:
+            otel_log.removeFilter(hold)
+        if refused:
             name = ENV_TRACES_HEADERS if _env(ENV_TRACES_HEADERS) else ENV_HEADERS
             raise UsageError(f"${name} holds an entry that is not KEY=VALUE (not shown: it may be a secret)",
                              hint="entries are comma-separated key=value pairs, e.g. authorization=Bearer%20TOKEN")
-        merged.update(parse_env_headers(env_headers, liberal=True))
+        merged.update(parsed)
     merged.update(parse_headers(headers))
     if timeout_s is None:
         raw = _env(ENV_TRACES_TIMEOUT, ENV_TIMEOUT)
