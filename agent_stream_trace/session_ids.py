@@ -7,11 +7,17 @@ import duckdb
 
 from .errors import UsageError
 
+# The ids that start with the prefix, with their sides (only `side`, when given): the side
+# narrows the prefix before anything is counted, so 'a' may name the one session with a client
+# side among many. Six at most: five are shown when the prefix names several.
 _MATCHES = """
-SELECT session_id, side FROM sessions
-WHERE starts_with(lower(session_id), $prefix)
-ORDER BY session_id, side
-LIMIT 50
+SELECT session_id, list(side ORDER BY side) FROM sessions
+WHERE starts_with(lower(session_id), $prefix) AND ($side IS NULL OR side = $side)
+GROUP BY session_id ORDER BY session_id LIMIT 6
+"""
+_COUNT = """
+SELECT count(DISTINCT session_id) FROM sessions
+WHERE starts_with(lower(session_id), $prefix) AND ($side IS NULL OR side = $side)
 """
 
 
@@ -23,22 +29,20 @@ def resolve_session_id(con: duckdb.DuckDBPyConnection, prefix: str, side: str | 
     wanted = prefix.strip().lower()
     if not wanted:
         raise UsageError("give a session id (or a unique prefix of one)")
-    rows = con.execute(_MATCHES, {"prefix": wanted}).fetchall()
+    rows = con.execute(_MATCHES, {"prefix": wanted, "side": side}).fetchall()
+    if not rows and side is not None:
+        anyside = con.execute(_MATCHES, {"prefix": wanted, "side": None}).fetchall()
+        if len(anyside) == 1:
+            session_id, sides = anyside[0]
+            raise UsageError(f"session {session_id} has no {side} side (recorded: {', '.join(sides)})",
+                             hint=f"drop --side, or use --side {sides[0]}")
+        if anyside:
+            raise UsageError(f"no session id starting with {prefix!r} has a {side} side")
     if not rows:
         raise UsageError(f"no session id starts with {prefix!r}", hint="list sessions with: agent-stream-trace sessions")
-    if side is not None:
-        # The side narrows the prefix first: 'a' may name one session with a client side.
-        on_side = [row for row in rows if row[1] == side]
-        if not on_side:
-            found = sorted({session_id for session_id, _ in rows})
-            if len(found) == 1:
-                sides = sorted({s for _, s in rows})
-                raise UsageError(f"session {found[0]} has no {side} side (recorded: {', '.join(sides)})",
-                                 hint=f"drop --side, or use --side {sides[0]}")
-            raise UsageError(f"no session id starting with {prefix!r} has a {side} side")
-        rows = on_side
-    ids = sorted({session_id for session_id, _ in rows})
-    if len(ids) > 1:
-        shown = ", ".join(ids[:5]) + (" ..." if len(ids) > 5 else "")
-        raise UsageError(f"{prefix!r} matches {len(ids)} sessions: {shown}", hint="give more characters of the id")
-    return ids[0], [s for _, s in rows]
+    if len(rows) > 1:
+        (n,) = con.execute(_COUNT, {"prefix": wanted, "side": side}).fetchone()  # type: ignore[misc]
+        shown = ", ".join(session_id for session_id, _ in rows[:5]) + (" ..." if n > 5 else "")
+        raise UsageError(f"{prefix!r} matches {n} sessions: {shown}", hint="give more characters of the id")
+    session_id, sides = rows[0]
+    return session_id, sides

@@ -204,9 +204,28 @@ def test_cli_dry_run_json_sends_nothing(db_path, receiver, capsys):
     assert f"session {unsure} is ambiguous" in err and "--include-ambiguous" in err
     assert main([*dry_run, "--session", unsure, "--include-ambiguous"]) == 0
     assert {s["trace_id"] for s in json.loads(capsys.readouterr().out)} == {unsure.replace("-", "")}
+    # an id with one side ambiguous exports its other side
+    add_session(con := connect(db_path), scenario("plain"), session_id=unsure, side="client")
+    con.close()
+    assert main([*dry_run, "--session", unsure]) == 0
+    spans = json.loads(capsys.readouterr().out)
+    assert spans and {s["trace_id"] for s in spans} == {unsure.replace("-", "")}
     assert receiver.requests == 0
     con = connect(db_path)
     assert marked(con) == 0
+
+
+def test_session_prefixes_are_narrowed_by_side_and_counted_whole(db_path, capsys):
+    """`show` resolves the ids a person types with the same rules as `export otlp --session`."""
+    con = connect(db_path)
+    for i in range(60):
+        add_session(con, scenario("plain"), session_id=f"f{i:07x}-0000-4000-8000-000000000000")
+    add_session(con, scenario("plain"), session_id="fffffff0-0000-4000-8000-000000000000", side="client")
+    con.close()
+    assert main(["show", "f", "--db", str(db_path)]) == 2
+    assert "'f' matches 61 sessions" in capsys.readouterr().err
+    assert main(["show", "f", "--side", "client", "--db", str(db_path)]) == 0
+    assert "fffffff0-0000-4000-8000-000000000000 (client)" in capsys.readouterr().out
 
 
 def test_cli_unreachable_is_one_line_and_exit_1(db_path, capsys):

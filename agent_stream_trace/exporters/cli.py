@@ -140,11 +140,13 @@ def _run_otlp(args: argparse.Namespace) -> int:
 
 
 def _refuse_ambiguous(con: duckdb.DuckDBPyConnection, session_ids: tuple[str, ...]) -> None:
-    """A session named with --session that is ambiguous would be left out without a word (an
-    export of nothing, exit 0): say so instead."""
+    """A session named with --session whose every side is ambiguous would be left out without a
+    word (an export of nothing, exit 0): say so instead. One with a side that is not ambiguous
+    exports that side."""
     (ambiguous,) = con.execute(
-        "SELECT list(DISTINCT session_id ORDER BY session_id) FROM sessions "
-        "WHERE session_id IN (SELECT unnest(?)) AND attribution = 'ambiguous'", [list(session_ids)]
+        "SELECT list(session_id ORDER BY session_id) FROM (SELECT session_id FROM sessions "
+        "WHERE session_id IN (SELECT unnest(?)) GROUP BY session_id HAVING bool_and(attribution = 'ambiguous'))",
+        [list(session_ids)],
     ).fetchone()
     if ambiguous:
         raise UsageError(f"session {ambiguous[0]} is ambiguous: its lines could not be attributed with certainty"
