@@ -13,12 +13,14 @@ from decimal import Decimal
 from typing import Any
 
 from .errors import DUCKDB_INTERRUPTED, AgentStreamTraceError, ExportError, MissingExtraError
+from .private_files import keep_new_files_private
 
 FORMATS = ("table", "csv", "json")
 
 
 def run_guarded(fn: Callable[[], int]) -> int:
     """Run a command; turn library errors into one clear line (and a hint), never a traceback."""
+    keep_new_files_private()
     try:
         return fn()
     except (KeyboardInterrupt, RuntimeError) as exc:

@@ -88,10 +88,16 @@ def connect(
             con.execute("SET GLOBAL TimeZone = 'UTC'")
             con.execute("SET lock_configuration = true")
     except duckdb.Error as exc:
-        # DuckDB lets one process write a database file, and none other open it meanwhile.
-        locked = "lock" in str(exc).lower()
-        raise DatabaseError(f"cannot open {path}: {exc}",
-                            hint="another process has it open (an ingest, or a query while it runs): try again when it ends" if locked else None) from None
+        # DuckDB lets one process write a database file, and none other open it meanwhile; and
+        # in one process, every connection to a file must share one configuration.
+        if "different configuration" in str(exc):
+            hint = ("this process has the database open already, with other settings (a sandboxed connection "
+                    "beside a plain one): close the other, or run the query in a process of its own")
+        elif "lock" in str(exc).lower():
+            hint = "another process has it open (an ingest, or a query while it runs): try again when it ends"
+        else:
+            hint = None
+        raise DatabaseError(f"cannot open {path}: {exc}", hint=hint) from None
     if not read_only:
         from .migrations import migrate
 

@@ -17,6 +17,7 @@ import pytest
 from agent_stream_trace.cli import COMMANDS
 import agent_stream_trace.db as dbmod
 from agent_stream_trace.db import connect
+from agent_stream_trace.errors import DatabaseError
 from ingest_support import event, header, new_sid, write
 
 README = Path(__file__).parents[1] / "README.md"
@@ -182,6 +183,14 @@ def test_query_reads_its_database_and_nothing_else(tmp_path, db_path, upstream_s
     first.close()
     second.close()
     assert not any(spill.iterdir())
+    # beside a plain connection to the same file, in one process: said why, not "another process"
+    plain = duckdb.connect(str(db_path), read_only=True)
+    try:
+        with pytest.raises(DatabaseError) as refused:
+            connect(db_path, read_only=True, sandboxed=True)
+        assert "this process has the database open already" in (refused.value.hint or "")
+    finally:
+        plain.close()
     assert run("query", "--db", str(other), "--format", "csv", "SELECT count(*) AS n FROM sessions").stdout.split() == ["n", "25"]
     utc = run("query", "--db", str(db_path), "--format", "csv", "SELECT current_setting('TimeZone') AS tz")
     assert utc.stdout.split() == ["tz", "UTC"]
@@ -197,6 +206,16 @@ def test_a_new_database_is_not_readable_by_other_users(tmp_path, upstream_sequen
     finally:
         os.umask(old)
     assert db.stat().st_mode & 0o777 == 0o640
+    # so is every file a command makes: the log DuckDB writes beside the database (the whole
+    # ingest until its last commit), simulated recordings, Parquet exports
+    old = os.umask(0o022)
+    try:
+        assert run("simulate", "--sessions", "20", "--out", str(tmp_path / "sim")).returncode == 0
+        assert run("export", "parquet", str(tmp_path / "lake"), "--db", str(db)).returncode == 0
+    finally:
+        os.umask(old)
+    made = [p for p in [*(tmp_path / "sim").rglob("*"), *(tmp_path / "lake").rglob("*")] if p.is_file()]
+    assert made and all(p.stat().st_mode & 0o007 == 0 for p in made), [oct(p.stat().st_mode) for p in made]
     assert run("query", "--db", str(db), "--format", "csv", "SELECT count(*) AS n FROM sessions").stdout.split() == ["n", "25"]
 
 
