@@ -85,7 +85,7 @@ def _credentials(url: str) -> tuple[str, str]:
     is read as an authority, and one that does not parse by its text before the first '/'."""
     try:
         authority = urlsplit(url if "://" in url else "//" + url).netloc
-    except ValueError:  # e.g. an unclosed IPv6 bracket: the exporter reports the URL itself
+    except ValueError:  # e.g. an unclosed IPv6 bracket (resolve_settings refuses such a URL)
         authority = url.split("://", 1)[-1].split("/", 1)[0]
     info = authority.rpartition("@")[0]
     user, _, password = info.partition(":")
