@@ -459,17 +459,35 @@ def m017_session_model_from_attrs(con: duckdb.DuckDBPyConnection) -> None:
 @migration
 def m018_export_destinations_without_passwords(con: duckdb.DuckDBPyConnection) -> None:
     # The OTLP destination key held the endpoint URL as given, with any `user:password` in it,
-    # where `query` could read it. Keys now hide it (otlp_transport.hidden_userinfo); the stored
-    # ones are rewritten the same way, so that nothing is sent again after upgrading.
+    # where `query` could read it. Keys now hide the password (otlp_transport.hidden_password);
+    # the stored ones are rewritten the same way, so that nothing is sent again after upgrading.
+    # Keys that differed only by password (one changed under an older version) become one: per
+    # session, the row most recently sent is kept.
     from .exporters.otlp_transport import destination_key
 
-    for (old,) in con.execute("SELECT DISTINCT destination FROM _export_otlp_sent WHERE contains(destination, '@')").fetchall():
-        protocol, _, endpoint = old.partition(" ")
-        new = destination_key(protocol, endpoint)
-        if new != old:
-            con.execute("INSERT INTO _export_otlp_sent SELECT ? AS destination, * EXCLUDE (destination) "
-                        "FROM _export_otlp_sent WHERE destination = ?", [new, old])
-            con.execute("DELETE FROM _export_otlp_sent WHERE destination = ?", [old])
+    rows = con.execute("SELECT DISTINCT destination FROM _export_otlp_sent WHERE contains(destination, '@')").fetchall()
+    renamed = [(old, new) for (old,) in rows if (new := destination_key(*old.split(" ", 1))) != old]
+    if not renamed:
+        return
+    con.execute("CREATE TEMP TABLE _m018_keys (old VARCHAR, new VARCHAR)")
+    con.executemany("INSERT INTO _m018_keys VALUES (?, ?)", renamed)
+    con.execute(
+        """
+        CREATE TEMP TABLE _m018_rows AS
+        SELECT coalesce(k.new, s.destination) AS destination, s.session_id, s.side,
+            arg_max(s.version, coalesce(s.sent_at, TIMESTAMPTZ '1970-01-01')) AS version,
+            arg_max(s.spans, coalesce(s.sent_at, TIMESTAMPTZ '1970-01-01')) AS spans,
+            max(s.sent_at) AS sent_at
+        FROM _export_otlp_sent s LEFT JOIN _m018_keys k ON k.old = s.destination
+        WHERE s.destination IN (SELECT old FROM _m018_keys UNION SELECT new FROM _m018_keys)
+        GROUP BY 1, 2, 3;
+        DELETE FROM _export_otlp_sent WHERE destination IN (SELECT old FROM _m018_keys UNION SELECT new FROM _m018_keys);
+        INSERT INTO _export_otlp_sent (destination, session_id, side, version, spans, sent_at)
+        SELECT destination, session_id, side, version, spans, sent_at FROM _m018_rows;
+        DROP TABLE _m018_rows;
+        DROP TABLE _m018_keys;
+        """
+    )
 
 
 def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:

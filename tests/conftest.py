@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -25,3 +26,13 @@ def upstream_sequential() -> Path:
 def upstream_concurrent() -> Path:
     """24 concurrent sessions through one upstream recorder (v0): lines interleave."""
     return FIXTURES / "upstream" / "concurrent.jsonl"
+
+
+@pytest.fixture(autouse=True)
+def _umask_restored():
+    """Commands run in-process narrow the umask (private_files.keep_new_files_private): each
+    test starts from the one the suite started with, so a later test's file modes are its own."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    yield
+    os.umask(umask)

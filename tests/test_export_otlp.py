@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 
 import grpc
@@ -258,6 +259,11 @@ def test_credentials_are_never_printed_or_stored(db_path, receiver, capsys, prot
                  "--protocol", protocol, "--timeout", "1"]) in (1, 2)
     err = capsys.readouterr().err
     assert "hunter2" not in err and "Traceback" not in err
+    # a password with an unencoded '?' breaks the URL where it stands: refused, nothing of it shown
+    assert main(["export", "otlp", "--db", str(db_path), "--endpoint", "http://bob:hun?ter2@127.0.0.1:9",
+                 "--protocol", protocol, "--timeout", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "is not a valid URL" in err and "hun" not in err and "ter2" not in err
     live = (receiver.http_endpoint if protocol == "http/protobuf" else receiver.grpc_endpoint).replace("://", "://bob:hunter2@")
     if protocol == "http/protobuf":  # gRPC has no user info in its target: only the failure above
         assert main(["export", "otlp", "--db", str(db_path), "--endpoint", live, "--protocol", protocol]) == 0
@@ -302,6 +308,12 @@ def test_a_malformed_headers_variable_is_refused_without_quoting_it(db_path, cap
         assert "s3cr3t" not in out + err
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", " a = b , ,c=d%3De")  # valid, spaces and all
     assert main(["export", "otlp", "--db", str(db_path), "--endpoint", dead_endpoint(), "--dry-run"]) == 0
+    # refused even where OpenTelemetry's warnings were turned off (the entry would vanish)
+    quiet = logging.getLogger("opentelemetry")
+    monkeypatch.setattr(quiet, "level", logging.ERROR)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "Authorization: Bearer s3cr3t,x=1")
+    assert main(["export", "otlp", "--db", str(db_path), "--endpoint", dead_endpoint(), "--dry-run"]) == 2
+    assert "s3cr3t" not in "".join(capfd.readouterr())
 
 
 def test_export_leaves_the_garbage_collector_as_it_found_it(con, receiver):
@@ -318,3 +330,25 @@ def test_export_leaves_the_garbage_collector_as_it_found_it(con, receiver):
         assert gc.get_freeze_count() > 0  # an unfreeze() by the export would have emptied it
     finally:
         gc.unfreeze()
+
+
+def test_upgrade_merges_destinations_that_differed_only_by_password(db_path):
+    """Before m018 the key held the password: one changed meant a second key, for the same
+    collector and user. Both become `user:***@`, one row per session, the latest sent kept."""
+    new = "http/protobuf http://u:***@h:4318/v1/traces"
+    plain = "http/protobuf http://h:4318/v1/traces"
+    con = connect(db_path)
+    con.executemany("INSERT INTO _export_otlp_sent VALUES (?, ?, ?, ?, ?, ?)", [
+        ("http/protobuf http://u:old@h:4318/v1/traces", "s1", "client", "v1", 3, "2026-11-01 00:00:00+00"),
+        ("http/protobuf http://u:new@h:4318/v1/traces", "s1", "client", "v2", 4, "2026-11-02 00:00:00+00"),
+        ("http/protobuf http://u:old@h:4318/v1/traces", "s2", "server", "v3", 5, "2026-11-01 00:00:00+00"),
+        (new, "s3", "server", "v4", 6, "2026-11-03 00:00:00+00"),  # already under the new key
+        (plain, "s1", "client", "v5", 7, "2026-11-01 00:00:00+00"),  # no password: left as it is
+    ])
+    con.execute("DELETE FROM _schema_migrations WHERE name = 'm018_export_destinations_without_passwords'")
+    con.close()
+    con = connect(db_path)  # the upgrade runs here: it must not fail on the merged keys
+    rows = con.execute("SELECT destination, session_id, side, version, spans FROM _export_otlp_sent ORDER BY ALL").fetchall()
+    con.close()
+    assert rows == [(plain, "s1", "client", "v5", 7), (new, "s1", "client", "v2", 4),
+                    (new, "s2", "server", "v3", 5), (new, "s3", "server", "v4", 6)]

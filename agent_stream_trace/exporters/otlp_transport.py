@@ -149,9 +149,16 @@ def resolve_settings(
             base = f"http://{base}"
         url = base.rstrip("/") + TRACES_PATH if proto == "http/protobuf" else base
     try:
-        urlsplit(url if "://" in url else "//" + url)
-    except ValueError as exc:  # the exporters raise it later, as a traceback
-        raise UsageError(f"the OTLP endpoint {hidden_password(url)} is not a valid URL: {exc}") from None
+        parts = urlsplit(url if "://" in url else "//" + url)
+        parts.port, parts.hostname  # noqa: B018 (they raise for what urlsplit lets through)
+    except ValueError:
+        # The exporters raised it later, as a traceback quoting the URL. Not quoted here: a
+        # password with an unencoded / ? or # is what usually breaks it (a port "pa" of
+        # "user:pa?ss@host"), and the text up to its last '@' is hidden.
+        scheme, sep, rest = url.partition("://") if "://" in url else ("", "", url)
+        shown = f"{scheme}{sep}***@{rest.rpartition('@')[2]}" if "@" in rest else url
+        raise UsageError(f"the OTLP endpoint {shown} is not a valid URL",
+                         hint="percent-encode / ? # @ : in a user name or password (%2F %3F %23 %40 %3A)") from None
     merged: dict[str, str] = {}
     env_headers = _env(ENV_TRACES_HEADERS, ENV_HEADERS)
     if env_headers:
@@ -167,11 +174,17 @@ def resolve_settings(
             return False
 
         otel_log = logging.getLogger("opentelemetry.util.re")
+        # Its warning must reach the filter even where a caller quieted that logger.
+        level, disabled = otel_log.level, otel_log.disabled
+        otel_log.setLevel(logging.WARNING)
+        otel_log.disabled = False
         otel_log.addFilter(hold)
         try:
             parsed = parse_env_headers(env_headers, liberal=True)
         finally:
             otel_log.removeFilter(hold)
+            otel_log.setLevel(level)
+            otel_log.disabled = disabled
         if refused:
             name = ENV_TRACES_HEADERS if _env(ENV_TRACES_HEADERS) else ENV_HEADERS
             raise UsageError(f"${name} holds an entry that is not KEY=VALUE (not shown: it may be a secret)",
