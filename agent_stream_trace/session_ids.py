@@ -10,15 +10,12 @@ from .errors import UsageError
 # The ids that start with the prefix, with their sides (only `side`, when given): the side
 # narrows the prefix before anything is counted, so 'a' may name the one session with a client
 # side among many. Six at most: five are shown when the prefix names several.
-_MATCHES = """
-SELECT session_id, list(side ORDER BY side) FROM sessions
-WHERE starts_with(lower(session_id), $prefix) AND ($side IS NULL OR side = $side)
+_NAMED = "starts_with(lower(session_id), $prefix) AND ($side IS NULL OR side = $side)"
+_MATCHES = f"""
+SELECT session_id, list(side ORDER BY side) FROM sessions WHERE {_NAMED}
 GROUP BY session_id ORDER BY session_id LIMIT 6
 """
-_COUNT = """
-SELECT count(DISTINCT session_id) FROM sessions
-WHERE starts_with(lower(session_id), $prefix) AND ($side IS NULL OR side = $side)
-"""
+_COUNT = f"SELECT count(DISTINCT session_id) FROM sessions WHERE {_NAMED}"
 
 
 def resolve_session_id(con: duckdb.DuckDBPyConnection, prefix: str, side: str | None = None) -> tuple[str, list[str]]:

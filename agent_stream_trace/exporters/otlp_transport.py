@@ -16,7 +16,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from ..errors import MissingExtraError, UsageError
 
@@ -84,12 +84,17 @@ def _credentials(url: str) -> tuple[str, str]:
     its path, query or fragment is not taken for them; a URL without scheme ('user:pw@host:4317')
     is read as an authority, and one that does not parse by its text before the first '/'."""
     try:
-        authority = urlsplit(url if "://" in url else "//" + url).netloc
+        authority = _split(url).netloc
     except ValueError:  # e.g. an unclosed IPv6 bracket (resolve_settings refuses such a URL)
         authority = url.split("://", 1)[-1].split("/", 1)[0]
     info = authority.rpartition("@")[0]
     user, _, password = info.partition(":")
     return user, password
+
+
+def _split(url: str) -> SplitResult:
+    """`url` split as a URL; one without scheme ('host:4317', 'user:pw@host') as an authority."""
+    return urlsplit(url if "://" in url else "//" + url)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +154,7 @@ def resolve_settings(
             base = f"http://{base}"
         url = base.rstrip("/") + TRACES_PATH if proto == "http/protobuf" else base
     try:
-        parts = urlsplit(url if "://" in url else "//" + url)
+        parts = _split(url)
         parts.port, parts.hostname  # noqa: B018 (they raise for what urlsplit lets through)
     except ValueError:
         # The exporters raised it later, as a traceback quoting the URL. Not quoted here: a
