@@ -42,6 +42,28 @@ def test_appended_lines_are_picked_up_and_an_open_session_becomes_done(tmp_path,
         ("done", "done", 3, 5, "m")]
 
 
+def test_a_run_counts_new_and_updated_sessions_whichever_key_it_continues(tmp_path, db_path):
+    # A run whose sessions all got their keys in it skips looking for their stored rows
+    # (sessions.compute_rows): one that continues the session with the highest key must not.
+    path, other = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    first, second, third = new_sid(), new_sid(), new_sid()
+    write(path, [header(first), event(0.1, "token", {"text": "a"}, sid=first, seq=1)])
+    now = time.time()
+    report = ingest([path], IngestOptions(db=db_path, now=now))
+    assert (report.sessions_new, report.sessions_updated) == (1, 0)
+
+    write(path, [event(0.2, "token", {"text": "b"}, sid=first, seq=2), header(second),
+                 event(0.1, "token", {"text": "c"}, sid=second, seq=1)], mode="a")
+    report = ingest([path], IngestOptions(db=db_path, now=now))
+    assert (report.sessions_new, report.sessions_updated) == (1, 1)
+
+    write(other, [header(third), event(0.1, "token", {"text": "d"}, sid=third, seq=1)])
+    report = ingest([path, other], IngestOptions(db=db_path, now=now))
+    assert (report.sessions_new, report.sessions_updated, report.files_unchanged) == (1, 0, 1)
+    assert rows(db_path, "SELECT session_id, event_count FROM sessions ORDER BY session_id") == sorted(
+        [(first, 2), (second, 1), (third, 1)])
+
+
 def test_a_header_appended_later_closes_the_v0_session_before_it_not_a_v1_one(tmp_path, db_path):
     # In a sequential v0 file a later header ends the session before it, even when the header
     # arrives in a later run; a v1 session is attributed by sid and ends only by its own lines.

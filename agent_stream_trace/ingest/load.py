@@ -86,13 +86,16 @@ STATE_COLUMNS = (
 )
 
 
-def load_states(con: duckdb.DuckDBPyConnection) -> dict[str, FileState]:
-    # With each file's id: one query (a cron run's cost is mostly its number of statements).
+def load_states(con: duckdb.DuckDBPyConnection) -> tuple[dict[str, FileState], int]:
+    """The stored files' states by path, and the highest session key given out so far (0:
+    none). One query: a cron run's cost is mostly its number of statements."""
     rows = con.execute(
-        f"SELECT {', '.join('f.' + c for c in STATE_COLUMNS)}, s.file_id "
-        "FROM _ingest_files f LEFT JOIN _source_files s USING (path)"
+        f"SELECT {', '.join('f.' + c for c in STATE_COLUMNS)}, s.file_id, NULL "
+        "FROM _ingest_files f LEFT JOIN _source_files s USING (path) "
+        f"UNION ALL SELECT {', '.join(['NULL'] * (len(STATE_COLUMNS) + 1))}, coalesce(max(k), 0) FROM _session_keys"
     ).fetchall()
-    return {row[0]: FileState(*row) for row in rows}
+    keys_before = next(row[-1] for row in rows if row[0] is None)
+    return {row[0]: FileState(*row[:-1]) for row in rows if row[0] is not None}, keys_before
 
 
 def with_open_sessions(con: duckdb.DuckDBPyConnection, paths: list[str]) -> set[str]:
@@ -287,17 +290,27 @@ def forget_tails(con: duckdb.DuckDBPyConnection, states: list[FileState]) -> Non
 
 
 def save_states(con: duckdb.DuckDBPyConnection, states: list[FileState]) -> None:
-    """Upsert the files' states in one statement: executemany runs the statement once per file
-    (3.5 ms each, most of a cron run's bookkeeping when it touches many files)."""
-    # Column types are inferred (a column of only None is Arrow's null type): the INSERT casts
-    # each to the table's own type, so the schema is written down once, in the migration.
+    """Store the files' states: an UPDATE of the stored ones, and an INSERT of the others only
+    when the UPDATE did not find them all (a cron run's files are all stored). Not one upsert
+    (`INSERT OR REPLACE`): its conflict check through the key's index cost a cron run ~6 ms
+    against ~2.5 for the UPDATE (medians of 6 on a 20k-session database). Not executemany:
+    it runs the statement once per file (3.5 ms each)."""
+    # Column types are inferred (a column of only None is Arrow's null type): the statements
+    # cast each to the table's own type, so the schema is written down once, in the migration.
     table = pa.table({c: [getattr(s, c) for s in states] for c in STATE_COLUMNS})
+    now = time.time()
     con.register("_states", table)
     try:
-        con.execute(
-            f"INSERT OR REPLACE INTO _ingest_files ({', '.join(STATE_COLUMNS)}, updated_at) "
-            "SELECT *, to_timestamp(?) FROM _states",
-            [time.time()],
-        )
+        (updated,) = con.execute(
+            f"UPDATE _ingest_files f SET {', '.join(f'{c} = s.{c}' for c in STATE_COLUMNS[1:])}, "
+            "updated_at = to_timestamp(?) FROM _states s WHERE f.path = s.path",
+            [now],
+        ).fetchone()  # type: ignore[misc]
+        if updated < len(states):
+            con.execute(
+                f"INSERT INTO _ingest_files ({', '.join(STATE_COLUMNS)}, updated_at) "
+                "SELECT *, to_timestamp(?) FROM _states WHERE path NOT IN (SELECT path FROM _ingest_files)",
+                [now],
+            )
     finally:
         con.unregister("_states")
