@@ -490,6 +490,45 @@ def m018_export_destinations_without_passwords(con: duckdb.DuckDBPyConnection) -
     )
 
 
+@migration
+def m019_session_rows_keyed(con: duckdb.DuckDBPyConnection) -> None:
+    # `sessions` and `tool_calls` become views, with the same columns, over `_sessions` and
+    # `_tool_calls`, which also store each row's session key `k`, and `sessions` loses its
+    # primary key. A cron run replaces the rows of the sessions it recomputes: deleting them by
+    # id and side read and compared every stored row's 36-character id, and the key's index
+    # was checked at every insert and written again at every commit. On a database of 1M
+    # sessions that was ~0.3 s of every run that continued a session (benchmarks/cron_history.py:
+    # the run took 3.5x its time on 20k sessions). By key, DuckDB skips the stored rows by their
+    # min/max. The ingester keeps one row per session itself (it deletes a session's rows
+    # before inserting them, in one transaction); the tests check it. Rows of a session
+    # without a key (a database filled by hand) get one, as m015 gave them to headers.
+    con.execute(
+        """
+        INSERT INTO _session_keys (k, session_id, side, uid)
+        SELECT (SELECT coalesce(max(k), 0) FROM _session_keys) + row_number() OVER (ORDER BY session_id, side),
+            session_id, side, try_cast(session_id AS UUID)
+        FROM (SELECT session_id, side FROM sessions UNION SELECT session_id, side FROM tool_calls)
+        ANTI JOIN _session_keys USING (session_id, side);
+        CREATE TABLE _sessions AS
+        SELECT k.k, s.* FROM sessions s JOIN _session_keys k USING (session_id, side) ORDER BY k.k;
+        CREATE TABLE _tool_calls AS
+        SELECT k.k, t.* FROM tool_calls t JOIN _session_keys k USING (session_id, side) ORDER BY k.k, t.started_t;
+        ALTER TABLE _sessions ALTER COLUMN k SET NOT NULL;
+        ALTER TABLE _sessions ALTER COLUMN session_id SET NOT NULL;
+        ALTER TABLE _sessions ALTER COLUMN side SET NOT NULL;
+        ALTER TABLE _sessions ALTER COLUMN outcome SET NOT NULL;
+        ALTER TABLE _sessions ALTER COLUMN attribution SET NOT NULL;
+        ALTER TABLE _tool_calls ALTER COLUMN k SET NOT NULL;
+        ALTER TABLE _tool_calls ALTER COLUMN session_id SET NOT NULL;
+        ALTER TABLE _tool_calls ALTER COLUMN side SET NOT NULL;
+        DROP TABLE sessions;
+        DROP TABLE tool_calls;
+        CREATE VIEW sessions AS SELECT * EXCLUDE (k) FROM _sessions;
+        CREATE VIEW tool_calls AS SELECT * EXCLUDE (k) FROM _tool_calls;
+        """
+    )
+
+
 def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Apply pending migrations; return the names applied. Safe to call from every entry point.
 

@@ -107,7 +107,7 @@ def test_query_is_read_only_and_formats(tmp_path, db_path, upstream_sequential):
     assert run("ingest", str(upstream_sequential), "--db", str(db_path), "--open-window", "0").returncode == 0
     out = run("query", "--db", str(db_path), "--format", "csv", "SELECT count(*) AS n FROM sessions")
     assert out.returncode == 0 and out.stdout.split() == ["n", "25"]
-    refused = run("query", "--db", str(db_path), "DELETE FROM sessions")
+    refused = run("query", "--db", str(db_path), "DELETE FROM rejects")
     assert refused.returncode == 2 and "read-only" in refused.stderr
     assert run("query", "--db", str(db_path), "--format", "csv", "SELECT count(*) AS n FROM sessions").stdout.split() == ["n", "25"]
     typo = run("query", "--db", str(db_path), "SELEC 1")

@@ -225,14 +225,22 @@ def test_migration_fills_text_chars_of_events_stored_before_it(tmp_path):
                 " ('s', 'server', 2, 0.2, 'turn', '{\"turn_number\": 2}', 'f', 3),"
                 " ('s', 'client', 1, 0.3, 'token', '{\"text\": \"hi\"}', 'g', 4),"
                 " ('u', 'server', 1, 0.4, 'error', '{}', NULL, NULL)")
+    # session rows, one of a session without events (a database filled by hand): m019 keys them
+    con.execute("INSERT INTO sessions (session_id, side, outcome, attribution, model) VALUES"
+                " ('s', 'server', 'done', 'exact', 'm1'), ('s', 'client', 'open', 'exact', NULL),"
+                " ('x', 'server', 'synthetic_done', 'positional', NULL)")
+    con.execute("INSERT INTO tool_calls (session_id, side, tool_use_id, tool_name, status) VALUES"
+                " ('s', 'server', 'tu1', 'grep', 'done'), ('x', 'server', 'tu2', 'ls', 'orphaned')")
     before = con.execute("SELECT session_id, side, seq, t, event, data, source_file, line_no FROM events ORDER BY ALL").fetchall()
+    sessions_before = con.execute("SELECT * FROM sessions ORDER BY ALL").fetchall()
+    tools_before = con.execute("SELECT * FROM tool_calls ORDER BY ALL").fetchall()
     assert migrations.migrate(con) == ["m004_token_text_chars", "m005_session_stats", "m006_tool_event_fields",
                                        "m007_drop_session_seq", "m008_dirty_sessions_unkeyed",
                                        "m009_session_headers_unkeyed", "m010_events_row_group_bound",
                                        "m011_session_stats_unkeyed", "m012_events_row_group_bound_counted",
                                        "m013_events_keyed", "m014_summaries_keyed", "m015_headers_keyed",
                                        "m016_session_keys_by_uuid", "m017_session_model_from_attrs",
-                                       "m018_export_destinations_without_passwords"]
+                                       "m018_export_destinations_without_passwords", "m019_session_rows_keyed"]
     assert con.execute("SELECT session_id, seq, text_chars FROM events WHERE event = 'token' OR seq = 2 ORDER BY ALL").fetchall() == [
         ("s", 1, 2), ("s", 1, 5), ("s", 2, None)]
     # m013 keeps every row, with its session, side and file, behind the view of the same columns
@@ -244,6 +252,14 @@ def test_migration_fills_text_chars_of_events_stored_before_it(tmp_path):
         ("s", "client"), ("s", "server"), ("u", "server")]
     # the copy's row groups are left for the next run to count (ingest/storage.py)
     assert con.execute("SELECT bound FROM _events_row_groups").fetchall() == [(None,)]
+    # m019: the same session rows and tool calls behind views of the same columns, each under
+    # its session's key, and the session without events given one
+    assert con.execute("SELECT * FROM sessions ORDER BY ALL").fetchall() == sessions_before
+    assert con.execute("SELECT * FROM tool_calls ORDER BY ALL").fetchall() == tools_before
+    assert [c for (c,) in con.execute("SELECT column_name FROM information_schema.columns WHERE table_name = 'sessions'"
+                                      " ORDER BY ordinal_position").fetchall()][:3] == ["session_id", "side", "source_file"]
+    keyed = "SELECT count(*) FROM {} t JOIN _session_keys k USING (k, session_id, side)"
+    assert [con.execute(keyed.format(t)).fetchone()[0] for t in ("_sessions", "_tool_calls")] == [3, 2]
 
 
 def test_event_fields_read_exactly_whatever_their_json_spelling(tmp_path, db_path):

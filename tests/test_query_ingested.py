@@ -13,7 +13,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from agent_stream_trace import TraceStore
+from agent_stream_trace import TraceStore, migrations
 from agent_stream_trace.cli import main
 from agent_stream_trace.db import connect
 from agent_stream_trace.errors import DatabaseError
@@ -214,10 +214,22 @@ def test_model_from_done_else_from_header_attrs(tmp_path: Path, db_path: Path, c
     assert rates["asked-model"] == (3, pytest.approx(2 / 3))
     assert rates["served-model"] == (1, 0.0)
 
-    # A database written before the fallback (migration m017) gets it when next opened.
+    # A database written before the fallback (migration m017) gets it when next opened: its
+    # rows as that version stored them (no model without done), every migration up to m016.
+    with duckdb.connect(str(db_path), read_only=True) as con:
+        stored = con.sql(
+            "SELECT * REPLACE (CASE WHEN event_count > 0 AND end_reason = 'done' THEN model END AS model) FROM sessions"
+        ).to_arrow_table()
+    db_path.unlink()
     with duckdb.connect(str(db_path)) as con:
-        con.execute("UPDATE sessions SET model = NULL WHERE session_id IN (?, ?)", [ids["crash"], ids["crash2"]])
-        con.execute("DELETE FROM _schema_migrations WHERE name = 'm017_session_model_from_attrs'")
+        con.register("rows", stored)
+        con.execute("CREATE TABLE _schema_migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMPTZ)")
+        for m in migrations.MIGRATIONS:
+            if m.__name__ < "m017":
+                m(con)
+                con.execute("INSERT INTO _schema_migrations VALUES (?, now())", [m.__name__])
+        con.execute("INSERT INTO sessions SELECT * FROM rows")
+        assert con.execute("SELECT count(*) FROM sessions WHERE model IS NULL").fetchone() == (4,)
     connect(db_path).close()
     assert models() == expected
 
@@ -311,8 +323,8 @@ def test_bad_arguments_are_usage_errors(db_path: Path, capsys: pytest.CaptureFix
 
 def test_store_accepts_an_open_connection(db_path: Path) -> None:
     con = connect(db_path)
-    con.execute("INSERT INTO sessions (session_id, side, outcome, attribution, started_at) VALUES "
-                "('x', 'server', 'synthetic_done', 'exact', now())")
+    con.execute("INSERT INTO _sessions (k, session_id, side, outcome, attribution, started_at) VALUES "
+                "(1, 'x', 'server', 'synthetic_done', 'exact', now())")
     store = TraceStore.from_connection(con)
     assert store.summary()["synthetic_done_rate"] == 1.0
     assert store.sql("SELECT count(*) AS n FROM sessions")["n"][0] == 1
@@ -323,8 +335,8 @@ def test_relative_since(db_path: Path) -> None:
     con = connect(db_path)
     now = time.time()
     for i, age_h in enumerate((1, 30, 200)):
-        con.execute("INSERT INTO sessions (session_id, side, outcome, attribution, started_at) "
-                    "VALUES (?, 'server', 'done', 'exact', to_timestamp(?))", [f"s{i}", now - age_h * 3600])
+        con.execute("INSERT INTO _sessions (k, session_id, side, outcome, attribution, started_at) "
+                    "VALUES (?, ?, 'server', 'done', 'exact', to_timestamp(?))", [i + 1, f"s{i}", now - age_h * 3600])
     con.close()
     store = TraceStore(db_path)
     assert store.summary(since="24h")["sessions"] == 1

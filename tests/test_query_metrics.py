@@ -18,7 +18,7 @@ from typing import Any
 
 import polars as pl
 import pytest
-from support.sessions_db import insert_events
+from support.sessions_db import insert_events, session_key
 
 from agent_stream_trace import TraceStore
 from agent_stream_trace.cli import main
@@ -154,13 +154,14 @@ def tool_call_rows(fx: Fixture) -> list[dict[str, Any]]:
 def load(con: Any, fixtures: list[Fixture]) -> None:
     for fx in fixtures:
         d = fx.derived = derive(fx)
+        k = session_key(con, fx.sid, fx.side)  # `sessions` is a view over `_sessions` (m019)
         con.execute(
-            """INSERT INTO sessions (session_id, side, source_file, started_at, ended_at, duration_s,
+            """INSERT INTO _sessions (k, session_id, side, source_file, started_at, ended_at, duration_s,
                    outcome, end_reason, attribution, event_count, token_events, token_chars, ttft_s,
                    token_velocity_cps, max_gap_s, turns, tool_calls, tool_errors, orphaned_tools, errors,
                    model, attrs, output_tokens, token_velocity_tps, max_gap_at_s, lost_lines)
-               VALUES (?, ?, 'fixture.jsonl', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)""",
-            [fx.sid, fx.side, fx.started_at, fx.started_at, d["duration_s"], fx.outcome, fx.end_reason,
+               VALUES (?, ?, ?, 'fixture.jsonl', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)""",
+            [k, fx.sid, fx.side, fx.started_at, fx.started_at, d["duration_s"], fx.outcome, fx.end_reason,
              fx.attribution, d["event_count"], d["token_events"], d["token_chars"], d["ttft_s"],
              d["token_velocity_cps"], d["max_gap_s"], d["turns"], d["tool_calls"], d["tool_errors"],
              d["orphaned_tools"], d["errors"], fx.model, json.dumps(fx.attrs) if fx.attrs is not None else None,
@@ -170,8 +171,8 @@ def load(con: Any, fixtures: list[Fixture]) -> None:
                       [fx.sid, fx.side, [{"seq": seq, "t": t, "event": name, "data": json.dumps(data), "line_no": seq + 1}
                                          for seq, (t, name, data) in enumerate(fx.lines, start=1)]])
         for c in tool_call_rows(fx):
-            con.execute("INSERT INTO tool_calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        [fx.sid, fx.side, c["tool_use_id"], c["tool_name"], c["started_t"], c["ended_t"],
+            con.execute("INSERT INTO _tool_calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [k, fx.sid, fx.side, c["tool_use_id"], c["tool_name"], c["started_t"], c["ended_t"],
                          c["latency_ms"], c["reported_ms"], c["status"]])
 
 

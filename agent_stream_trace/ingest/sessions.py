@@ -38,14 +38,13 @@ def _keys(*, found: bool) -> str:
     join, mtime = _mtime("f", found=found)
     return f"""
 CREATE OR REPLACE TEMP TABLE _keys AS
-SELECT d.session_id, d.side, sk.k FROM (
-    SELECT session_id, side FROM _dirty_sessions
-    UNION
-    SELECT s.session_id, s.side FROM sessions s
-    JOIN _ingest_files f ON f.path = s.source_file
-    {join}
-    WHERE s.outcome = 'open' AND {mtime} < $idle_before
-) d JOIN _session_keys sk ON sk.uid = try_cast(d.session_id AS UUID) AND sk.side = d.side  -- by UUID: m016
+SELECT d.session_id, d.side, sk.k FROM _dirty_sessions d
+JOIN _session_keys sk ON sk.uid = try_cast(d.session_id AS UUID) AND sk.side = d.side  -- by UUID: m016
+UNION
+SELECT s.session_id, s.side, s.k FROM _sessions s
+JOIN _ingest_files f ON f.path = s.source_file
+{join}
+WHERE s.outcome = 'open' AND {mtime} < $idle_before
 """
 
 
@@ -127,7 +126,7 @@ WITH _hdr AS ({_headers(found=found)}), _agg AS ({AGGREGATES}), t AS (
     SELECT k, count(*) FILTER (WHERE status = 'orphaned') AS orphaned_tools
     FROM _tools GROUP BY ALL
 ), base AS (
-    SELECT ks.session_id, ks.side, h.source_file, h.started_at, h.v, h.attrs, a.* EXCLUDE (k),
+    SELECT ks.k, ks.session_id, ks.side, h.source_file, h.started_at, h.v, h.attrs, a.* EXCLUDE (k),
         coalesce(a.dones, 0) > 0 AS has_done,
         a.end_data IS NOT NULL AS has_end,
         (a.end_data IS NOT NULL)
@@ -144,7 +143,7 @@ WITH _hdr AS ({_headers(found=found)}), _agg AS ({AGGREGATES}), t AS (
     LEFT JOIN t USING (k)
 )
 SELECT
-    session_id, side, source_file, started_at,
+    k, session_id, side, source_file, started_at,
     started_at + to_microseconds(round(coalesce(last_t, 0) * 1e6)::BIGINT) AS ended_at,
     coalesce(last_t, 0) AS duration_s,
     CASE WHEN has_done THEN 'done' WHEN closed THEN 'synthetic_done' ELSE 'open' END AS outcome,
@@ -196,13 +195,13 @@ ROWS, ROWS_FOUND = _rows(found=False), _rows(found=True)
 # done may be among another's lines): we allow it INTERLEAVE_HORIZON_S. A sequential file has
 # no ambiguous session, so nothing spreads there: a crash without done is not interleaving.
 SPREAD_AMBIGUITY = f"""
-UPDATE sessions s SET attribution = 'ambiguous'
+UPDATE _sessions s SET attribution = 'ambiguous'
 FROM (
     -- from the sessions whose own lines show interleaving only, not from those marked by a
     -- spread: from those, it went on from run to run (one run over the file marks less)
     SELECT a.source_file, a.started_at, a.ended_at
-    FROM sessions a JOIN _session_keys ks USING (session_id, side)
-    WHERE a.attribution = 'ambiguous' AND ks.k IN (SELECT k FROM _session_stats WHERE {INTERLEAVED})
+    FROM _sessions a
+    WHERE a.attribution = 'ambiguous' AND a.k IN (SELECT k FROM _session_stats WHERE {INTERLEAVED})
       -- files where a session just recomputed is v0: a pair of sessions neither of which was
       -- recomputed is as an earlier run left it, and v1 sessions are never marked. A run that
       -- recomputed only v1 sessions does not run this at all (write_rows).
@@ -213,15 +212,15 @@ WHERE s.attribution = 'positional' AND a.source_file = s.source_file
   AND a.started_at <= s.ended_at + to_microseconds(($horizon * 1e6)::BIGINT)
 """
 
-# The rows of sessions seen before are deleted first; a run of only new sessions (a first
-# run) skips that: each DELETE reads the whole table, 0.1 s on a first run of 20k sessions.
+# The rows of sessions seen before are deleted first (by key: DuckDB skips the stored rows by
+# their min/max, m019); a run of only new sessions (a first run) skips that.
 DELETE_OLD = """
-DELETE FROM sessions s USING _keys k WHERE s.session_id = k.session_id AND s.side = k.side;
-DELETE FROM tool_calls s USING _keys k WHERE s.session_id = k.session_id AND s.side = k.side;
+DELETE FROM _sessions WHERE k IN (SELECT k FROM _keys);
+DELETE FROM _tool_calls WHERE k IN (SELECT k FROM _keys);
 """
 INSERT_NEW = """
-INSERT INTO sessions BY NAME SELECT * FROM _rows;
-INSERT INTO tool_calls BY NAME SELECT k.session_id, k.side, t.* EXCLUDE (k) FROM _tools t JOIN _keys k USING (k);
+INSERT INTO _sessions BY NAME SELECT * FROM _rows;
+INSERT INTO _tool_calls BY NAME SELECT k.session_id, k.side, t.* FROM _tools t JOIN _keys k USING (k);
 DELETE FROM _dirty_sessions;
 """
 
@@ -251,13 +250,12 @@ class ComputedRows(NamedTuple):
 
 
 # Asked once the rows are computed, in one query (a cron run's cost is mostly its statements).
-# Whether a recomputed session has a stored row is asked of `sessions` only when one of them
-# may have one (see compute_rows): that join reads the whole table, ~3 ms of a cron run on 20k
-# sessions and ~60-90 ms on a million, when a run of only new sessions needs none of it.
+# Whether a recomputed session has a stored row is asked only when one of them may have one
+# (see compute_rows): one statement less for a run of only new sessions.
 _COUNTS = """
 SELECT (SELECT min(k) FROM _keys), (SELECT count(*) FROM _rows WHERE attribution <> 'exact')
 """
-_EXISTING = "SELECT count(*) FROM sessions s SEMI JOIN _keys k ON s.session_id = k.session_id AND s.side = k.side"
+_EXISTING = "SELECT count(*) FROM _sessions WHERE k IN (SELECT k FROM _keys)"
 
 
 def compute_rows(

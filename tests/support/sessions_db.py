@@ -137,6 +137,25 @@ def add_session(
     return session_id
 
 
+def give_keys(con: duckdb.DuckDBPyConnection, relation: str) -> None:
+    """Give each (session_id, side) of `relation` without a key in `_session_keys` the next free
+    one, as the ingester does: events, sessions and tool calls are stored under it."""
+    con.execute(f"""
+        INSERT INTO _session_keys (k, session_id, side, uid)
+        SELECT (SELECT coalesce(max(k), 0) FROM _session_keys) + row_number() OVER (), session_id, side,
+            try_cast(session_id AS UUID)
+        FROM (SELECT DISTINCT session_id, side FROM {relation}) ANTI JOIN _session_keys USING (session_id, side)
+    """)
+
+
+def session_key(con: duckdb.DuckDBPyConnection, session_id: str, side: str) -> int:
+    """The session's key in `_session_keys`, given it first if it has none (give_keys)."""
+    con.execute("CREATE OR REPLACE TEMP TABLE _one AS SELECT ?::VARCHAR AS session_id, ?::VARCHAR AS side", [session_id, side])
+    give_keys(con, "_one")
+    (k,) = con.execute("SELECT k FROM _session_keys WHERE session_id = ? AND side = ?", [session_id, side]).fetchone()
+    return k
+
+
 def insert_events(con: duckdb.DuckDBPyConnection, rows_sql: str, params: list[Any] | None = None) -> None:
     """Store rows shaped like the public `events` (the result of `rows_sql`, by column name:
     session_id, side, seq, t, event, data, and if present source_file, line_no, text_chars) as the
@@ -148,12 +167,7 @@ def insert_events(con: duckdb.DuckDBPyConnection, rows_sql: str, params: list[An
     def col(name: str, sql_type: str) -> str:
         return f"n.{name}" if name in cols else f"NULL::{sql_type}"
 
-    con.execute("""
-        INSERT INTO _session_keys (k, session_id, side, uid)
-        SELECT (SELECT coalesce(max(k), 0) FROM _session_keys) + row_number() OVER (), session_id, side,
-            try_cast(session_id AS UUID)
-        FROM (SELECT DISTINCT session_id, side FROM _new_events) ANTI JOIN _session_keys USING (session_id, side)
-    """)
+    give_keys(con, "_new_events")
     con.execute(f"""
         INSERT INTO _source_files
         SELECT (SELECT coalesce(max(file_id), 0) FROM _source_files) + row_number() OVER (), path
@@ -184,9 +198,10 @@ def add_sessions(con: duckdb.DuckDBPyConnection, specs: Sequence[dict[str, Any]]
         tools.extend(t)
     keys = pa.table({"session_id": [s["session_id"] for s in sessions], "side": [s["side"] for s in sessions]})
     con.register("_keys", keys)
-    for table in ("sessions", "tool_calls"):
-        con.execute(f"DELETE FROM {table} WHERE (session_id, side) IN (SELECT (session_id, side) FROM _keys)")
-    con.execute("DELETE FROM _events WHERE k IN (SELECT k FROM _session_keys SEMI JOIN _keys USING (session_id, side))")
+    # `sessions` and `tool_calls` are views over tables keyed by session, as `events` is (m019)
+    for table in ("_sessions", "_tool_calls", "_events"):
+        con.execute(f"DELETE FROM {table} WHERE k IN (SELECT k FROM _session_keys SEMI JOIN _keys USING (session_id, side))")
+    give_keys(con, "_keys")
     con.unregister("_keys")
     s_tbl = pa.Table.from_pylist(sessions)
     e_tbl = pa.table(list(zip(*events)) if events else [[]] * 8,
@@ -198,11 +213,12 @@ def add_sessions(con: duckdb.DuckDBPyConnection, specs: Sequence[dict[str, Any]]
     con.register("_e", e_tbl)
     con.register("_t", t_tbl)
     cols = ", ".join(s_tbl.column_names)
-    con.execute(f"INSERT INTO sessions ({cols}) SELECT {cols} FROM _s")
+    con.execute(f"INSERT INTO _sessions (k, {cols}) SELECT k.k, {', '.join('s.' + c for c in s_tbl.column_names)} "
+                "FROM _s s JOIN _session_keys k USING (session_id, side)")
     if events:
         insert_events(con, "SELECT * FROM _e")
     if tools:
-        con.execute("INSERT INTO tool_calls SELECT * FROM _t")
+        con.execute("INSERT INTO _tool_calls SELECT k.k, t.* FROM _t t JOIN _session_keys k USING (session_id, side)")
     for name in ("_s", "_e", "_t"):
         con.unregister(name)
 
