@@ -497,8 +497,8 @@ def m019_session_rows_keyed(con: duckdb.DuckDBPyConnection) -> None:
     # primary key. A cron run replaces the rows of the sessions it recomputes: deleting them by
     # id and side read and compared every stored row's 36-character id, and the key's index
     # was checked at every insert and written again at every commit. On a database of 1M
-    # sessions that was ~0.3 s of every run that continued a session (benchmarks/cron_history.py:
-    # the run took 3.5x its time on 20k sessions). By key, DuckDB skips the stored rows by their
+    # sessions a cron run that continued sessions took 3.45x its time on 20k, and 1.61x without
+    # them (benchmarks/cron_history.py; docs/ingest.md). By key, DuckDB skips the stored rows by their
     # min/max. The ingester keeps one row per session itself (it deletes a session's rows
     # before inserting them, in one transaction); the tests check it. Rows of a session
     # without a key (a database filled by hand) get one, as m015 gave them to headers.

@@ -86,16 +86,13 @@ STATE_COLUMNS = (
 )
 
 
-def load_states(con: duckdb.DuckDBPyConnection) -> tuple[dict[str, FileState], int]:
-    """The stored files' states by path, and the highest session key given out so far (0:
-    none). One query: a cron run's cost is mostly its number of statements."""
+def load_states(con: duckdb.DuckDBPyConnection) -> dict[str, FileState]:
+    # With each file's id: one query (a cron run's cost is mostly its number of statements).
     rows = con.execute(
-        f"SELECT {', '.join('f.' + c for c in STATE_COLUMNS)}, s.file_id, NULL "
-        "FROM _ingest_files f LEFT JOIN _source_files s USING (path) "
-        f"UNION ALL SELECT {', '.join(['NULL'] * (len(STATE_COLUMNS) + 1))}, coalesce(max(k), 0) FROM _session_keys"
+        f"SELECT {', '.join('f.' + c for c in STATE_COLUMNS)}, s.file_id "
+        "FROM _ingest_files f LEFT JOIN _source_files s USING (path)"
     ).fetchall()
-    keys_before = next(row[-1] for row in rows if row[0] is None)
-    return {row[0]: FileState(*row[:-1]) for row in rows if row[0] is not None}, keys_before
+    return {row[0]: FileState(*row) for row in rows}
 
 
 def with_open_sessions(con: duckdb.DuckDBPyConnection, paths: list[str]) -> set[str]:

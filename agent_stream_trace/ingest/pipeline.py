@@ -141,15 +141,12 @@ class Ingester:
         self.window = resolve_open_window(options.open_window)
         # Modification times found now for files this run does not read (see _mtimes_now).
         self.mtimes: dict[str, float] = {}
-        # The highest session key given out before this run (set by run): sessions with a
-        # higher one have no stored row to look for (sessions.compute_rows).
-        self.keys_before: int | None = None
         con.execute("SET TimeZone = 'UTC'")
 
     def run(self, sources: list[Source]) -> IngestReport:
         started = time.perf_counter()
         report = IngestReport(files=len(sources))
-        states, self.keys_before = load_states(self.con)
+        states = load_states(self.con)
         listed = {source.name for source in sources}
         unlisted = [path for path in states if path not in listed]  # usually none, or rotated-away files
         if unlisted:
@@ -247,9 +244,7 @@ class Ingester:
             resummarise_stale(self.con)
         with transaction(self.con):
             with storage.checkpoint_alongside(self.con):
-                computed = compute_rows(
-                    self.con, now=self.now, open_window=self.window, mtimes=self.mtimes, keys_before=self.keys_before,
-                )
+                computed = compute_rows(self.con, now=self.now, open_window=self.window, mtimes=self.mtimes)
             storage.checkpoint_at_last_commit(self.con)  # the rows go to the file, not the log
             new, updated = write_rows(self.con, computed)
         report.sessions_new += new
@@ -275,9 +270,7 @@ class Ingester:
             yield state, outcome
 
     def finish(self, report: IngestReport) -> None:
-        new, updated = refresh_sessions(
-            self.con, now=self.now, open_window=self.window, mtimes=self.mtimes, keys_before=self.keys_before,
-        )
+        new, updated = refresh_sessions(self.con, now=self.now, open_window=self.window, mtimes=self.mtimes)
         report.sessions_new += new
         report.sessions_updated += updated
 

@@ -227,12 +227,11 @@ DELETE FROM _dirty_sessions;
 
 def refresh_sessions(
     con: duckdb.DuckDBPyConnection, *, now: float, open_window: float, mtimes: dict[str, float] | None = None,
-    keys_before: int | None = None,
 ) -> tuple[int, int]:
     """Recompute every dirty session's rows, inside the caller's transaction (db.transaction);
-    return (new, updated). `mtimes`, `keys_before`: see compute_rows."""
+    return (new, updated). `mtimes`: see compute_rows."""
     resummarise_stale(con)
-    computed = compute_rows(con, now=now, open_window=open_window, mtimes=mtimes, keys_before=keys_before)
+    computed = compute_rows(con, now=now, open_window=open_window, mtimes=mtimes)
     return write_rows(con, computed)
 
 
@@ -250,25 +249,20 @@ class ComputedRows(NamedTuple):
 
 
 # Asked once the rows are computed, in one query (a cron run's cost is mostly its statements).
-# Whether a recomputed session has a stored row is asked only when one of them may have one
-# (see compute_rows): one statement less for a run of only new sessions.
+# By key (m019): DuckDB skips the stored rows outside the keys' min/max.
 _COUNTS = """
-SELECT (SELECT min(k) FROM _keys), (SELECT count(*) FROM _rows WHERE attribution <> 'exact')
+SELECT (SELECT count(*) FROM _sessions WHERE k IN (SELECT k FROM _keys)),
+    (SELECT count(*) FROM _rows WHERE attribution <> 'exact')
 """
-_EXISTING = "SELECT count(*) FROM _sessions WHERE k IN (SELECT k FROM _keys)"
 
 
 def compute_rows(
     con: duckdb.DuckDBPyConnection, *, now: float, open_window: float, mtimes: dict[str, float] | None = None,
-    keys_before: int | None = None,
 ) -> ComputedRows:
     """The rows of the sessions to recompute, into temporary tables (_keys, _tools, _rows), after
     resummarise_stale. It only reads the database's own tables, so it may run while another
     connection checkpoints (DuckDB blocks writes then). `mtimes`: files' modification times
-    found by this run where they differ from the stored ones (pipeline._mtimes_now).
-    `keys_before`: the highest session key given out before this run, if known. A session
-    whose key is higher was first seen by this run, so it has no stored row (rows are written
-    only for sessions with a key, and a key is given once)."""
+    found by this run where they differ from the stored ones (pipeline._mtimes_now)."""
     params: dict[str, object] = {"idle_before": now - open_window}
     if mtimes:
         params.update(mtime_paths=list(mtimes), mtime_values=list(mtimes.values()))
@@ -277,11 +271,7 @@ def compute_rows(
         return ComputedRows(0, 0, 0)
     con.execute(TOOLS)
     con.execute(ROWS_FOUND if mtimes else ROWS, params)
-    lowest_key, not_exact = con.execute(_COUNTS).fetchone()  # type: ignore[misc]
-    if keys_before is not None and lowest_key > keys_before:
-        existing = 0
-    else:
-        (existing,) = con.execute(_EXISTING).fetchone()  # type: ignore[misc]
+    existing, not_exact = con.execute(_COUNTS).fetchone()  # type: ignore[misc]
     return ComputedRows(total, existing, not_exact)
 
 
