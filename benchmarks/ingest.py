@@ -114,7 +114,7 @@ def cron_net(best: float, noops_before: list[float]) -> float:
     Why not the fastest no-op run of all (as up to run 88): the best of many noisy runs is
     closer to the noise-free time than the best of few, so netting a best of N against a best
     of 3N took the start-up's luck but not the cron run's, and added it to the cron run's cost
-    (with 15 against 5 on this machine, ~0.005-0.01 s: 0.15-0.3 points of the share)."""
+    (in runs 89-93 of docs/ingest.md, 0.0-0.4 points of the 1% append's share)."""
     return best - min(noops_before)
 
 
