@@ -5,9 +5,9 @@ from __future__ import annotations
 import gzip
 import json
 import random
-import uuid
 
 from agent_stream_trace.ingest.pipeline import IngestOptions, ingest
+from agent_stream_trace.simulate.generator import seeded_uuid
 from ingest_support import event, header, ingest_in_runs, new_sid, rows, v1_session, write
 
 
@@ -135,7 +135,7 @@ def test_corrupt_gzip_is_a_reject_and_the_lines_before_it_are_kept(tmp_path, db_
     rng = random.Random(5)
     good = "".join(
         "\n".join([header(sid, v1=False), event(0.1, "token", {"text": sid * 20}), event(0.2, "done", {})]) + "\n"
-        for sid in (str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(2000))
+        for sid in (seeded_uuid(rng) for _ in range(2000))
     )
     blob = gzip.compress(good.encode())
     path = tmp_path / "broken.jsonl.gz"

@@ -48,6 +48,11 @@ MEAN_BURST: Final = 6
 _FLUSH_LINES: Final = 20_000  # merge a file's buffer once it holds this many lines
 
 
+def seeded_uuid(rng: random.Random) -> str:
+    """A version-4 UUID drawn from `rng`: the same ids for the same seed (uuid4 draws from the OS)."""
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
 @dataclass(frozen=True)
 class SimulationOptions:
     """What to generate. `start=None` means the period of `days` that ends an hour before now,
@@ -174,7 +179,7 @@ def iter_sessions(
         agent = rng.choices(AGENTS, cum_weights=agent_cw)[0]
         failure = rng.choices(kinds, cum_weights=kind_cw)[0] if rng.random() < rate else None
         spec = SessionSpec(
-            session_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+            session_id=seeded_uuid(rng),
             start_us=start_ms_i * 1000 + rng.randrange(1000),
             model=model,
             agent=agent,

@@ -17,6 +17,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from agent_stream_trace.simulate.generator import seeded_uuid
+
 Event = tuple[float, str, dict[str, Any]]
 
 BASE_TIME = datetime(2026, 11, 24, 4, 44, 47, 533912, tzinfo=timezone.utc)
@@ -230,7 +232,7 @@ def simulated_specs(n: int, *, seed: int = 7, start: datetime = BASE_TIME, tools
     """n sessions cycling through every scenario, a few seconds apart, seeded."""
     rng = random.Random(seed)
     return [
-        dict(events=scenario(KINDS[i % len(KINDS)], rng, tools=tools), session_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+        dict(events=scenario(KINDS[i % len(KINDS)], rng, tools=tools), session_id=seeded_uuid(rng),
              started_at=start + timedelta(seconds=3 * i), attrs={"route": "/chat"})
         for i in range(n)
     ]
