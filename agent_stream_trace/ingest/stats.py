@@ -66,8 +66,9 @@ def _with_gaps(rows: str, *, sorted_lag: bool = False) -> str:
     that row's seq (`prev_seq`).
 
     `sorted_lag`: the rows sorted by (k, seq), and each row's predecessor taken in that order
-    (an empty OVER () keeps its input's order: DuckDB's "order preservation"), instead of a
-    window partitioned by k. For a cron run's batch: the partitioned window cost ~10 ms of the
+    (an empty OVER () keeps its input's order: DuckDB's "order preservation", which holds with
+    `preserve_insertion_order` on, its default: load.staged_batch turns it off for the parse
+    alone), instead of a window partitioned by k. For a cron run's batch: the partitioned window cost ~10 ms of the
     1% append's 24k rows, most of its summary, and the sort with a streaming lag ~3-5 ms less
     (in-process, best and median of 10, same rows). On a first run's 2.5M rows it was ~0.1 s
     slower (its lag runs on one thread), so large batches keep the window (`gaps_apart`)."""
