@@ -84,6 +84,12 @@ STATE_COLUMNS = (
     "path", "size", "mtime", "byte_offset", "lines", "head_hash",
     "cur_session", "cur_side", "cur_header_line", "cur_v", "complete",
 )
+# Their Arrow types, read off FileState's annotations, for save_states: an Arrow table built
+# from Python lists without types has them inferred, and pyarrow's first inference imports
+# pandas and dateutil. That was ~2 ms of every run with new lines (`python -X importtime`),
+# which the no-op run does not pay; as a new process's first table, 3-15 ms against ~0.8 typed.
+_ARROW_TYPES = {"str": pa.string(), "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_()}
+STATE_TYPES = {c: _ARROW_TYPES[FileState.__annotations__[c].removesuffix(" | None")] for c in STATE_COLUMNS}
 
 
 def load_states(con: duckdb.DuckDBPyConnection) -> dict[str, FileState]:
@@ -292,9 +298,9 @@ def save_states(con: duckdb.DuckDBPyConnection, states: list[FileState]) -> None
     (`INSERT OR REPLACE`): its conflict check through the key's index cost a cron run ~6 ms
     against ~2.5 for the UPDATE (medians of 6 on a 20k-session database). Not executemany:
     it runs the statement once per file (3.5 ms each)."""
-    # Column types are inferred (a column of only None is Arrow's null type): the statements
-    # cast each to the table's own type, so the schema is written down once, in the migration.
-    table = pa.table({c: [getattr(s, c) for s in states] for c in STATE_COLUMNS})
+    # Typed as FileState declares them (STATE_TYPES); the statements cast each to the table's
+    # own type, so the table's schema is written down once, in the migration.
+    table = pa.table({c: pa.array([getattr(s, c) for s in states], STATE_TYPES[c]) for c in STATE_COLUMNS})
     now = time.time()
     con.register("_states", table)
     try:
