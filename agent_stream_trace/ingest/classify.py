@@ -428,12 +428,12 @@ SELECT p.* EXCLUDE (k), b.k FROM _positional p LEFT JOIN _batch_sessions b USING
 # the summary's window, which sorts by seq anyway). Repeats are rare (a file read twice, a
 # session in two files); when there are any, the repeated lines are dropped and the batch's
 # new events summarised again (BATCH_STATS). Each in two forms: a batch of LARGE_BATCH_BYTES
-# or more computes the silences apart from the other aggregates (stats.summarise: cheaper per
-# line, dearer to start), a smaller one in one pass over its rows sorted (stats._with_gaps).
+# or more computes the silences apart from the other aggregates (cheaper per line, dearer to
+# start), a smaller one in one pass over its rows sorted (stats.summarise).
 def _batch_stats(source: str, *, large: bool) -> str:
     return f"""
 CREATE OR REPLACE TEMP TABLE _batch_stats AS
-{summarise(f"SELECT c.k, {metric_rows('c')} {source}", gaps_apart=large, sorted_lag=not large)}
+{summarise(f"SELECT c.k, {metric_rows('c')} {source}", size="large" if large else "small")}
 """
 
 

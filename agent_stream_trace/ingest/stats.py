@@ -14,6 +14,8 @@ marked stale and summarised again from all its events in `events`, with the same
 
 from __future__ import annotations
 
+from typing import Literal
+
 # The events whose `data` a summary reads (and tokens stored without text_chars). A new metric
 # that reads the data of another event type must add the type here.
 _DATA_EVENTS = "('turn', 'tool_use', 'tool_result', 'done', '_end')"
@@ -61,18 +63,13 @@ _GAP_AGGREGATES = """
         count(CASE WHEN seq = prev_seq THEN 1 END) AS repeats"""
 
 
-def _with_gaps(rows: str, *, sorted_lag: bool = False) -> str:
+def _with_gaps(rows: str, *, sort: bool = False) -> str:
     """`rows` with each row's silence since its session's previous row by seq (`gap`), and
-    that row's seq (`prev_seq`).
-
-    `sorted_lag`: the rows sorted by (k, seq), and each row's predecessor taken in that order
-    (an empty OVER () keeps its input's order: DuckDB's "order preservation", which holds with
-    `preserve_insertion_order` on, its default: load.staged_batch turns it off for the parse
-    alone), instead of a window partitioned by k. For a cron run's batch: the partitioned window cost ~10 ms of the
-    1% append's 24k rows, most of its summary, and the sort with a streaming lag ~3-5 ms less
-    (in-process, best and median of 10, same rows). On a first run's 2.5M rows it was ~0.1 s
-    slower (its lag runs on one thread), so large batches keep the window (`gaps_apart`)."""
-    if sorted_lag:
+    that row's seq (`prev_seq`): by a window partitioned by k, or, with `sort`, from the rows
+    sorted by (k, seq), each row's predecessor in that order (an empty OVER () keeps its
+    input's order: DuckDB's "order preservation", which holds with `preserve_insertion_order`
+    on, its default; load.staged_batch turns it off for the parse alone)."""
+    if sort:
         same = "lag(k) OVER () = k"
         return f"""(SELECT *, CASE WHEN {same} THEN t - lag(t) OVER () END AS gap,
             CASE WHEN {same} THEN lag(seq) OVER () END AS prev_seq
@@ -81,7 +78,7 @@ def _with_gaps(rows: str, *, sorted_lag: bool = False) -> str:
           WINDOW w AS (PARTITION BY k ORDER BY seq))"""
 
 
-def summarise(rows: str, *, gaps_apart: bool = False, sorted_lag: bool = False) -> str:
+def summarise(rows: str, *, size: Literal["any", "small", "large"] = "any") -> str:
     """SQL: one summary per `k` of the event rows in `rows` (k, seq, t, event, data, text_chars).
     Exact when each (k, seq) appears once (the ingester stores every (session, side, seq)
     once); `repeats` counts the rows that break that.
@@ -91,17 +88,23 @@ def summarise(rows: str, *, gaps_apart: bool = False, sorted_lag: bool = False) 
     same aggregates of CASEs (measured on a 76 MB batch, medians of 15 runs, same results).
     max_by skips a row whose `by` is NULL, so the CASE goes there.
 
-    `gaps_apart`: the same summary, with the silences computed from the rows' k, seq and t
-    alone and joined to the other aggregates by k. `rows` is then read twice, but the window
-    sorts three narrow columns instead of every row with its JSON `data`: measured on a 96 MB
-    batch, ~15% less CPU (median of 9 runs, one thread and two, same results); on a cron run's
-    3 MB, ~1.5 ms more (a second read, aggregate and join to start), so only for large batches.
-    `sorted_lag` (one pass only): see _with_gaps; for small batches.
+    `size`, how many rows `rows` holds, picks one of three forms that give the same summary:
+    - "any" (not known: stale sessions summarised again): one pass, the silences by a window
+      partitioned by k.
+    - "large" (a batch of classify.LARGE_BATCH_BYTES or more): the silences computed from the
+      rows' k, seq and t alone and joined to the other aggregates by k. `rows` is then read
+      twice, but the window sorts three narrow columns instead of every row with its JSON
+      `data`: on a 96 MB batch ~15% less CPU (median of 9 runs, one thread and two, same
+      results); on a cron run's 3 MB ~1.5 ms more (a second read, aggregate and join to start).
+    - "small" (a smaller batch: a cron run's): one pass over the rows sorted (_with_gaps
+      `sort`). The partitioned window cost ~10 ms of the 1% append's 24k rows, most of its
+      summary; sorted, the statement took ~3 ms less (in-process, best of 10: 15.5 -> 12.6 ms,
+      same rows). On a first run's 2.5M rows it was ~0.1 s slower (its lag runs on one thread).
     """
-    if not gaps_apart:
+    if size != "large":
         return f"""
     SELECT k,{_ROW_AGGREGATES},{_GAP_AGGREGATES}
-    FROM {_with_gaps(rows, sorted_lag=sorted_lag)}
+    FROM {_with_gaps(rows, sort=size == "small")}
     GROUP BY k
     """
     return f"""
